@@ -1,0 +1,342 @@
+"""`anyecg prepare`: folders of recordings in any supported format -> a prepared store.
+
+    sources --find_records--> plan (record -> shard, fixed at the first run)
+            --worker processes, one shard each--> shards/*.f32 + shard index (atomic)
+            --main process--> labels, patient ids, splits --> manifest.parquet + skipped.csv
+
+A rerun of the same command skips every shard whose index exists, so a killed job resumes where it
+stopped and duplicates nothing. A record that cannot be used is listed in skipped.csv with the
+problem; it never stops the job.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import sys
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from anyecg.data.labels import LabelTable
+from anyecg.data.splits import patient_split
+from anyecg.data.store import (
+    MANIFEST, MANIFEST_COLUMNS, PLAN, RECIPE, SHARD_DIR, SKIPPED, StoreError, atomic_write_bytes,
+    atomic_write_parquet, read_recipe, shard_name,
+)
+from anyecg.io import find_records, iter_chunks, read_annotations, read_header, read_record
+from anyecg.io.quality import check_signal
+from anyecg.io.recording import RecordError, Recording
+from anyecg.signal.normalize import normalize
+from anyecg.signal.recipe import Recipe, clean_batch, clean_stream
+
+# Records longer than this are streamed chunk by chunk (memory stays flat for 24 h Holters).
+STREAM_ABOVE_S = 15 * 60.0
+STREAM_CHUNK_S = 5 * 60.0
+# Normalisation statistics of a streamed record come from a strided subsample of this many samples per lead.
+STATS_SAMPLES = 1_000_000
+BATCH_RECORDS = 64
+
+
+@dataclass
+class PrepareConfig:
+    sources: list[Path]
+    out: Path
+    recipe: Recipe = field(default_factory=Recipe)
+    labels_csv: Path | None = None
+    workers: int = 1
+    records_per_shard: int | None = None  # default: enough shards to keep every worker busy
+    fs: float | None = None  # for formats that carry no sampling rate (.npy, .csv, plain .mat)
+    leads: list[str] | None = None  # for formats that carry no lead names
+    split_seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class PrepareResult:
+    store: Path
+    records: int
+    skipped: int
+    shards_written: int
+    shards_reused: int
+    skipped_reasons: dict[str, int]
+
+
+def prepare(config: PrepareConfig) -> PrepareResult:
+    out = Path(config.out)
+    sources = [Path(s) for s in config.sources]
+    labels = LabelTable.read(config.labels_csv) if config.labels_csv else None  # fail fast on a bad CSV
+    plan = _load_or_make_plan(out, sources, config)
+    n_shards = int(plan["shard"].max()) + 1 if len(plan) else 0
+    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+
+    todo = [s for s in range(n_shards) if not (out / SHARD_DIR / f"{shard_name(s)}.parquet").is_file()]
+    by_shard = {s: group["source"].tolist() for s, group in plan.groupby("shard")}
+    jobs = [(s, by_shard[s], config.recipe, config.fs, config.leads, out) for s in todo]
+
+    bar = tqdm(total=len(plan), unit="rec", desc="prepare", disable=not config.progress, file=sys.stderr)
+    bar.update(len(plan) - sum(len(by_shard[s]) for s in todo))
+    if config.workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with ProcessPoolExecutor(max_workers=min(config.workers, len(jobs)), mp_context=context) as pool:
+            for future in as_completed([pool.submit(prepare_shard, *job) for job in jobs]):
+                bar.update(future.result())
+    else:
+        for job in jobs:
+            bar.update(prepare_shard(*job))
+    bar.close()
+
+    manifest, skipped = _assemble(out, n_shards, sources, labels, config.split_seed)
+    return PrepareResult(
+        store=out,
+        records=len(manifest),
+        skipped=len(skipped),
+        shards_written=len(todo),
+        shards_reused=n_shards - len(todo),
+        skipped_reasons=skipped["problem"].map(_reason).value_counts().to_dict() if len(skipped) else {},
+    )
+
+
+def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig) -> pd.DataFrame:
+    """The record -> shard assignment, written once; a rerun must see the same sources and recipe."""
+    previous_recipe = read_recipe(out)
+    if previous_recipe is not None:
+        try:
+            previous_recipe.check_compatible(config.recipe)
+        except ValueError as err:
+            raise StoreError(f"{out}: store was prepared with another recipe ({err}); use a new --out") from None
+    records = [str(p) for p in find_records(sources)]
+    plan_path = out / PLAN
+    if plan_path.is_file():
+        plan = pd.read_parquet(plan_path)
+        if sorted(plan["source"]) != sorted(records):
+            raise StoreError(
+                f"{out}: store was started from other sources ({len(plan)} records planned, {len(records)} "
+                "found now); rerun with the same sources or use a new --out"
+            )
+        return plan
+    if not records:
+        raise StoreError(f"no records found in {[str(s) for s in sources]}")
+    out.mkdir(parents=True, exist_ok=True)
+    per_shard = config.records_per_shard or max(16, min(1024, math.ceil(len(records) / (4 * max(config.workers, 1)))))
+    plan = pd.DataFrame({"source": records, "shard": [i // per_shard for i in range(len(records))]})
+    atomic_write_bytes(out / RECIPE, config.recipe.to_json().encode())
+    atomic_write_parquet(plan, plan_path)
+    return plan
+
+
+# ---------------------------------------------------------------- worker side: one shard per call
+
+
+def prepare_shard(
+    shard: int, sources: list[str], recipe: Recipe, fs: float | None, leads: list[str] | None, out: Path
+) -> int:
+    """Clean every record of one shard into its .f32 file and index; returns the number of records seen."""
+    shard_dir = Path(out) / SHARD_DIR
+    name = shard_name(shard)
+    writer = _ShardWriter(shard_dir / f"{name}.f32.tmp", shard, recipe)
+    skipped: list[dict] = []
+    pending: dict[tuple, list[Recording]] = defaultdict(list)  # same (fs, leads, samples) -> one batch
+
+    for source in sources:
+        try:
+            info = read_header(source, fs=fs, leads=leads)
+            if info.n_samples / info.fs > STREAM_ABOVE_S:
+                writer.write_streamed(source, info, fs, leads)
+                continue
+            record = check_signal(read_record(source, fs=fs, leads=leads))
+        except RecordError as err:
+            skipped.append({"source": source, "problem": err.problem})
+            continue
+        except Exception as err:  # a reader bug must not end a 10,000-record job; report it instead
+            skipped.append({"source": source, "problem": f"unexpected {type(err).__name__}: {err}"})
+            continue
+        key = (record.fs, record.n_leads, record.n_samples)
+        pending[key].append(record)
+        if len(pending[key]) >= BATCH_RECORDS:
+            writer.write_batch(pending.pop(key))
+    for batch in pending.values():
+        writer.write_batch(batch)
+    writer.finish(shard_dir / f"{name}.f32", shard_dir / f"{name}.parquet", skipped)
+    return len(sources)
+
+
+class _ShardWriter:
+    """Appends cleaned records to a temporary sample file; `finish` renames everything into place."""
+
+    def __init__(self, tmp_path: Path, shard: int, recipe: Recipe):
+        self.tmp_path = tmp_path
+        self.shard = shard
+        self.recipe = recipe
+        self.handle = open(tmp_path, "wb")
+        self.offset = 0  # in float32 elements
+        self.rows: list[dict] = []
+        self.annotations: list[pd.DataFrame] = []
+
+    def write_batch(self, records: list[Recording]) -> None:
+        signals = np.stack([r.signal for r in records])  # [B, L, T]
+        cleaned = clean_batch(signals, records[0].fs, self.recipe)  # [B, L, T'] mV at target_fs
+        for record, signal in zip(records, cleaned):
+            _, offset, scale = normalize(signal, self.recipe)
+            self._append(record, np.ascontiguousarray(signal, dtype=np.float32), offset, scale)
+
+    def _append(self, record: Recording, signal: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> None:
+        self.handle.write(signal.tobytes())
+        self._add_row(record, signal.shape, offset, scale)
+
+    def _add_row(self, record: Recording, shape: tuple[int, int], offset: np.ndarray, scale: np.ndarray) -> None:
+        n_leads, n_samples = shape
+        target_fs = self.recipe.target_fs
+        self.rows.append({
+            "record_id": record.record_id,
+            "patient_id": record.patient_id,
+            "source": record.source,
+            "format": record.meta.get("format", Path(record.source).suffix.lstrip(".")),
+            "fs_original": float(record.fs),
+            "n_leads": n_leads,
+            "leads": ";".join(record.leads),
+            "raw_leads": ";".join(record.raw_leads),
+            "dropped_leads": ";".join(f"{d['lead']}:{d['reason']}" for d in record.meta.get("dropped_leads", [])),
+            "duration_s": n_samples / target_fs,
+            "n_samples": n_samples,
+            "age": record.age,
+            "sex": record.sex,
+            "header_labels": ";".join(record.labels),
+            "n_annotations": len(record.annotations) if record.annotations is not None else 0,
+            "shard": self.shard,
+            "offset": self.offset,
+            "norm_offset": offset.astype(np.float32).tolist(),
+            "norm_scale": scale.astype(np.float32).tolist(),
+        })
+        self.offset += n_leads * n_samples
+        if record.annotations is not None and len(record.annotations):
+            ann = record.annotations
+            self.annotations.append(pd.DataFrame({
+                "record_id": record.record_id,
+                "source": record.source,
+                # annotation indices follow the signal to the store's rate
+                "sample": np.round(ann.sample * (target_fs / record.fs)).astype(np.int64),
+                "symbol": ann.symbol,
+                "aux": ann.aux,
+            }))
+
+    def write_streamed(self, source: str, info, fs: float | None, leads: list[str] | None) -> None:
+        """A long record, chunk by chunk; on any failure the partial samples are cut off again."""
+        start = self.handle.tell()
+        chunk = int(STREAM_CHUNK_S * info.fs)
+        stride = max(1, math.ceil(info.n_samples * self.recipe.target_fs / info.fs / STATS_SAMPLES))
+        subsample, n_out = [], 0
+        try:
+            raw = (_finite(source, c) for _, c in iter_chunks(source, chunk, fs=fs, leads=leads))
+            for cleaned in clean_stream(raw, info.fs, self.recipe):  # [L, n] mV at target_fs
+                cleaned = np.ascontiguousarray(cleaned, dtype=np.float32)
+                self.handle.write(cleaned.tobytes())
+                subsample.append(cleaned[:, (-n_out) % stride :: stride])
+                n_out += cleaned.shape[1]
+            if n_out == 0:
+                raise RecordError(source, "zero-length signal")
+        except BaseException:
+            self.handle.seek(start)
+            self.handle.truncate()
+            raise
+        _, offset, scale = normalize(np.concatenate(subsample, axis=1), self.recipe)
+        annotations = read_annotations(source)
+        record = Recording(
+            signal=np.empty((len(info.leads), 0), np.float32), fs=info.fs, leads=info.leads,
+            record_id=info.record_id, patient_id=info.patient_id, age=info.age, sex=info.sex,
+            labels=info.labels, source=str(source), raw_leads=info.raw_leads, annotations=annotations,
+            meta=info.meta,
+        )
+        self._add_row(record, (len(info.leads), n_out), offset, scale)
+
+    def finish(self, data_path: Path, index_path: Path, skipped: list[dict]) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp_path, data_path)
+        stem = index_path.with_suffix("")
+        if self.annotations:
+            atomic_write_parquet(pd.concat(self.annotations, ignore_index=True), stem.with_suffix(".ann.parquet"))
+        atomic_write_parquet(pd.DataFrame(skipped, columns=["source", "problem"]), stem.with_suffix(".skipped.parquet"))
+        # The index goes last: its presence is what marks the shard as complete.
+        atomic_write_parquet(pd.DataFrame(self.rows), index_path)
+
+
+def _finite(source: str, chunk: np.ndarray) -> np.ndarray:
+    bad = ~np.isfinite(chunk)
+    if bad.any():
+        lead = int(np.argmax(bad.any(axis=1)))
+        raise RecordError(source, f"{int(bad.sum())} NaN/inf samples (first in lead {lead})")
+    return chunk
+
+
+# ---------------------------------------------------------------- main side: the manifest
+
+
+def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable | None, seed: int):
+    shard_dir = out / SHARD_DIR
+    parts = [pd.read_parquet(shard_dir / f"{shard_name(s)}.parquet") for s in range(n_shards)]
+    parts = [p for p in parts if len(p)]
+    manifest = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS)
+    skipped = pd.concat(
+        [pd.read_parquet(shard_dir / f"{shard_name(s)}.skipped.parquet") for s in range(n_shards)], ignore_index=True
+    )
+    manifest["record_id"] = _unique_ids(manifest, sources)
+    manifest["labels"] = manifest["header_labels"]
+    csv_splits = [None] * len(manifest)
+    if labels is not None:
+        matched = [labels.lookup(Path(src), sources) for src in manifest["source"]]
+        manifest["labels"] = [";".join(m.labels) if m else h for m, h in zip(matched, manifest["header_labels"])]
+        manifest["patient_id"] = [m.patient if m and m.patient else p for m, p in zip(matched, manifest["patient_id"])]
+        manifest["label_source"] = ["csv" if m else "header" for m in matched]
+        if labels.has_split:
+            csv_splits = [m.split if m else None for m in matched]
+    # Unknown patients count as their own patient: never merged, never split across sets.
+    manifest["patient_id"] = [
+        str(p) if isinstance(p, str) and p else f"record:{r}" for p, r in zip(manifest["patient_id"], manifest["record_id"])
+    ]
+    if labels is not None and labels.has_split and all(csv_splits):
+        manifest["split"] = csv_splits
+        manifest["split_source"] = "csv"
+    else:
+        manifest["split"] = patient_split(
+            manifest["patient_id"].tolist(), [l.split(";") if l else [] for l in manifest["labels"]], seed=seed
+        )
+        manifest["split_source"] = f"patient-level stratified, seed {seed}"
+    rest = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    manifest = manifest[MANIFEST_COLUMNS + rest]
+    atomic_write_parquet(manifest, out / MANIFEST)
+    tmp = out / (SKIPPED + ".tmp")
+    skipped.to_csv(tmp, index=False)
+    os.replace(tmp, out / SKIPPED)
+    return manifest, skipped
+
+
+def _unique_ids(manifest: pd.DataFrame, sources: list[Path]) -> list[str]:
+    """Record ids are file stems; where two sources share a stem, the path relative to its source."""
+    ids = manifest["record_id"].astype(str)
+    clashes = set(ids[ids.duplicated(keep=False)])
+    if not clashes:
+        return ids.tolist()
+    result = []
+    for record_id, source in zip(ids, manifest["source"]):
+        if record_id in clashes:
+            path = Path(source).with_suffix("")
+            for root in sources:
+                if root.is_dir() and path.is_relative_to(root):
+                    path = path.relative_to(root)
+                    break
+            record_id = path.as_posix()
+        result.append(record_id)
+    return result
+
+
+def _reason(problem: str) -> str:
+    """Group skip reasons for the summary: the problem text up to its first detail."""
+    return problem.split(" (")[0].split(":")[0]
