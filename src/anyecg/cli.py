@@ -1,0 +1,132 @@
+"""The `anyecg` command: parses arguments, then calls the library. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from anyecg import __version__
+
+
+def _lead_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="read recordings of any supported format into a prepared store")
+    p.add_argument("sources", nargs="+", help="folders (searched recursively), globs or record files")
+    p.add_argument("--out", required=True, type=Path, help="store folder (created; a rerun resumes it)")
+    p.add_argument("--labels", type=Path, help="CSV with columns record,label[,patient][,split]")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    p.add_argument("--records-per-shard", type=int, help="default: enough shards to keep every worker busy")
+    p.add_argument("--fs", type=float, help="sampling rate for formats that carry none (.npy, .csv, plain .mat)")
+    p.add_argument("--leads", type=_lead_list, help="comma-separated lead names for formats that carry none")
+    p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=50.0, help="mains frequency for the notch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="show what a record file or a prepared store holds")
+    p.add_argument("path", type=Path)
+    p.add_argument("--fs", type=float, help="sampling rate for formats that carry none")
+    p.add_argument("--leads", type=_lead_list, help="lead names for formats that carry none")
+    p.add_argument("--plot", type=Path, help="draw the ECG on standard grid paper to this PNG")
+    p.add_argument("--record", default=None, help="for a store: which record to plot (default: the first)")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds to plot")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the main job end to end on the embedded real recordings")
+    p.add_argument("--out", type=Path, default=Path("anyecg-demo"), help="output folder")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from anyecg.data.prepare import PrepareConfig, prepare
+    from anyecg.signal.recipe import Recipe
+
+    result = prepare(PrepareConfig(
+        sources=args.sources, out=args.out, recipe=Recipe(notch_hz=args.mains), labels_csv=args.labels,
+        workers=args.workers, records_per_shard=args.records_per_shard, fs=args.fs, leads=args.leads,
+        split_seed=args.seed, progress=not args.no_progress,
+    ))
+    print(f"store: {result.store}")
+    print(f"records: {result.records} prepared, {result.skipped} skipped "
+          f"({result.shards_written} shards written, {result.shards_reused} reused from an earlier run)")
+    for reason, count in result.skipped_reasons.items():
+        print(f"  skipped {count}: {reason}")
+    if result.skipped:
+        print(f"  details: {result.store / 'skipped.csv'}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from anyecg.data.inspect import describe_record, describe_store, format_description, is_store
+
+    if is_store(args.path):
+        info = describe_store(args.path)
+    else:
+        info = describe_record(args.path, fs=args.fs, leads=args.leads)
+    print(json.dumps(info, indent=2, default=str) if args.json else format_description(info))
+    if args.plot:
+        print(f"plot: {_plot(args)}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> Path:
+    from anyecg.evaluation.ecg_plot import plot_ecg
+
+    if (args.path / "manifest.parquet").is_file():
+        from anyecg.data.store import Store
+
+        store = Store(args.path)
+        ids = store.manifest["record_id"].tolist()
+        index = ids.index(args.record) if args.record else 0
+        record = store[index]
+        signal = store.signal(index, normalized=False)
+        return plot_ecg(signal, record.fs, record.leads, args.plot, seconds=args.seconds, title=record.record_id)
+    from anyecg.io import read_record
+
+    record = read_record(args.path, fs=args.fs, leads=args.leads)
+    return plot_ecg(record.signal, record.fs, record.leads, args.plot, seconds=args.seconds, title=record.record_id)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from anyecg.demo import run_demo
+
+    run_demo(args.out, workers=args.workers)
+    return 0
+
+
+COMMANDS = {"prepare": cmd_prepare, "inspect": cmd_inspect, "demo": cmd_demo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anyecg", description="ECG foundation models for real-world recordings")
+    parser.add_argument("--version", action="version", version=f"anyecg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(sub)
+    _add_inspect(sub)
+    _add_demo(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from anyecg.data.store import StoreError
+    from anyecg.io.recording import RecordError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (RecordError, StoreError, ValueError, FileNotFoundError) as err:
+        print(f"anyecg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
