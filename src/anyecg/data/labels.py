@@ -56,12 +56,8 @@ class LabelTable:
         """Match by path relative to a source folder (without extension), else by file stem."""
         source = Path(source)
         for root in sources:
-            if root.is_dir():
-                try:
-                    relative = source.relative_to(root).with_suffix("")
-                except ValueError:
-                    continue
-                row = self.rows.get(_key(str(relative)))
+            if source.is_relative_to(root):
+                row = self.rows.get(_key(source.relative_to(root).with_suffix("").as_posix()))
                 if row is not None:
                     return row
         return self.rows.get(_key(source.stem))
