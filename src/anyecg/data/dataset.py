@@ -1,0 +1,136 @@
+"""Model-ready windows from a prepared store: 1-second patch tokens with padding masks.
+
+Each item is one window of a record: all its leads, at most `max_seconds(L)` seconds so that the
+(lead, second) tokens fit the token budget (1024 in the paper). Training takes a random window per
+record per epoch; evaluation tiles each record with consecutive windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from anyecg.data.store import Store, split_list
+from anyecg.signal.leads import lead_ids
+from anyecg.signal.patching import max_seconds_for_budget, patchify
+
+SEX_CODE = {"M": 0, "F": 1}
+
+
+@dataclass
+class WindowRef:
+    record: int  # row of the store manifest
+    start: int  # first sample of the window
+    stop: int
+
+
+class StoreWindows(Dataset):
+    """Windows of the records of one split (or all) of a store.
+
+    `random_crop=True` (training): one window per record, a fresh random start each time it is read.
+    `random_crop=False` (evaluation): every record tiled into consecutive windows, the last one shorter.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        split: str | None = None,
+        *,
+        token_budget: int = 1024,
+        max_window_s: int | None = None,
+        random_crop: bool = True,
+        seed: int = 0,
+    ):
+        self.store = store
+        self.token_budget = token_budget
+        self.patch_size = store.recipe.patch_size
+        rows = np.arange(len(store.manifest))
+        if split is not None:
+            rows = rows[(store.manifest["split"] == split).to_numpy()]
+        self.rows = rows
+        self.random_crop = random_crop
+        self.rng = np.random.default_rng(seed)
+        self.windows = [w for r in rows for w in self._tiles(int(r), max_window_s)] if not random_crop else []
+
+    def _window_samples(self, record: int, max_window_s: int | None) -> int:
+        n_leads = int(self.store.manifest.iloc[record]["n_leads"])
+        seconds = max_seconds_for_budget(n_leads, self.token_budget)
+        if max_window_s is not None:
+            seconds = min(seconds, max_window_s)
+        return seconds * self.patch_size
+
+    def _tiles(self, record: int, max_window_s: int | None) -> list[WindowRef]:
+        length = int(self.store.manifest.iloc[record]["n_samples"])
+        size = self._window_samples(record, max_window_s)
+        return [WindowRef(record, start, min(start + size, length)) for start in range(0, length, size)]
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.random_crop else len(self.windows)
+
+    def window(self, index: int) -> WindowRef:
+        if not self.random_crop:
+            return self.windows[index]
+        record = int(self.rows[index])
+        length = int(self.store.manifest.iloc[record]["n_samples"])
+        size = self._window_samples(record, None)
+        # start on a patch boundary so tokens line up with whole seconds of the record
+        n_starts = max(0, (length - size) // self.patch_size) + 1
+        start = int(self.rng.integers(n_starts)) * self.patch_size
+        return WindowRef(record, start, min(start + size, length))
+
+    def __getitem__(self, index: int) -> dict:
+        ref = self.window(index)
+        row = self.store.manifest.iloc[ref.record]
+        signal = self.store.signal(ref.record, start=ref.start, stop=ref.stop)  # [L, T]
+        patches, is_padded = patchify(signal, self.patch_size)  # [L, P, S], [L, P]
+        age = row["age"]
+        return {
+            "patches": torch.from_numpy(patches),
+            "padded_tail": torch.from_numpy(is_padded),
+            "lead_ids": torch.from_numpy(lead_ids(split_list(row["leads"]))),
+            "age": float(age) if age == age and age is not None else float("nan"),
+            "sex": SEX_CODE.get(row["sex"], -1),
+            "record": ref.record,
+            "start": ref.start,
+        }
+
+
+def collate_windows(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Pad a list of windows to the batch's largest lead count and patch count.
+
+    Returns `patches [B, L, P, S]`, `lead_ids [B, L]`, `pad_mask [B, L, P]` (True where the token is
+    padding: an absent lead or a second past the window's end), `partial [B, L, P]` (True for a
+    last patch shorter than one second, zero-filled after the record's end), `age [B]`, `has_age [B]`,
+    `sex [B]`, `has_sex [B]`, `record [B]`, `start [B]`.
+    """
+    batch = len(items)
+    n_leads = max(item["patches"].shape[0] for item in items)
+    n_patches = max(item["patches"].shape[1] for item in items)
+    size = items[0]["patches"].shape[2]
+    patches = torch.zeros(batch, n_leads, n_patches, size)
+    ids = torch.zeros(batch, n_leads, dtype=torch.long)
+    pad_mask = torch.ones(batch, n_leads, n_patches, dtype=torch.bool)
+    partial = torch.zeros(batch, n_leads, n_patches, dtype=torch.bool)
+    for b, item in enumerate(items):
+        L, P, _ = item["patches"].shape
+        patches[b, :L, :P] = item["patches"]
+        ids[b, :L] = item["lead_ids"]
+        pad_mask[b, :L, :P] = False
+        partial[b, :L, :P] = item["padded_tail"]
+    age = torch.tensor([item["age"] for item in items], dtype=torch.float32)
+    sex = torch.tensor([item["sex"] for item in items], dtype=torch.long)
+    return {
+        "patches": patches,
+        "lead_ids": ids,
+        "pad_mask": pad_mask,
+        "partial": partial,
+        "age": torch.nan_to_num(age, nan=0.0),
+        "has_age": ~torch.isnan(age),
+        "sex": sex.clamp(min=0),
+        "has_sex": sex >= 0,
+        "record": torch.tensor([item["record"] for item in items]),
+        "start": torch.tensor([item["start"] for item in items]),
+    }
