@@ -52,7 +52,8 @@ class StoreWindows(Dataset):
             rows = rows[(store.manifest["split"] == split).to_numpy()]
         self.rows = rows
         self.random_crop = random_crop
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.epoch = 0
         self.windows = [w for r in rows for w in self._tiles(int(r), max_window_s)] if not random_crop else []
 
     def _window_samples(self, record: int, max_window_s: int | None) -> int:
@@ -67,6 +68,10 @@ class StoreWindows(Dataset):
         size = self._window_samples(record, max_window_s)
         return [WindowRef(record, start, min(start + size, length)) for start in range(0, length, size)]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Crops are a function of (seed, epoch, index): reproducible, resumable, and worker-safe."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return len(self.rows) if self.random_crop else len(self.windows)
 
@@ -78,7 +83,8 @@ class StoreWindows(Dataset):
         size = self._window_samples(record, None)
         # start on a patch boundary so tokens line up with whole seconds of the record
         n_starts = max(0, (length - size) // self.patch_size) + 1
-        start = int(self.rng.integers(n_starts)) * self.patch_size
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        start = int(rng.integers(n_starts)) * self.patch_size
         return WindowRef(record, start, min(start + size, length))
 
     def __getitem__(self, index: int) -> dict:
