@@ -124,11 +124,15 @@ class Backbone(nn.Module):
         return self.pool(self.forward_features(patches, lead_ids, pad_mask), pad_mask)
 
     def forward(
-        self, batch: Mapping[str, Any] | Any, codes: Tensor, generator: torch.Generator | None = None
+        self, batch: Mapping[str, Any] | Any, codes: Tensor | None = None, generator: torch.Generator | None = None
     ) -> BackboneOutput:
         """Masked-code loss. batch: `patches`, `lead_ids`, `pad_mask` as in `forward_features`;
-        codes: [B, L, P] long, the frozen tokenizer's `encode` output (-1 at padding)."""
+        codes: [B, L, P] long, the frozen tokenizer's `encode` output (-1 at padding), taken from
+        `batch["codes"]` when not given (so a training loop can call `model(batch)`)."""
         patches, lead_ids, pad_mask = _field(batch, "patches"), _field(batch, "lead_ids"), _field(batch, "pad_mask")
+        codes = _field(batch, "codes") if codes is None else codes
+        if codes is None:
+            raise ValueError("no target codes: pass codes= or put the tokenizer's codes in batch['codes']")
         if tuple(codes.shape) != tuple(pad_mask.shape):
             raise ValueError(f"codes must have shape {tuple(pad_mask.shape)} like pad_mask, got {tuple(codes.shape)}")
         mask = random_token_mask(pad_mask, self.config.mask_ratio, generator)  # [B, L, P]

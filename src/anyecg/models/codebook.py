@@ -120,8 +120,8 @@ class RhythmCodebook(nn.Module):
     def lookup(self, h: Tensor) -> Tensor:
         """Code indices for h [..., d_c] -> [...] long; no state change, no gradient."""
         with torch.no_grad():
-            codes_unit = F.normalize(self.codes, dim=-1)
-            flat = F.normalize(h.reshape(-1, self.code_dim), dim=-1)
+            codes_unit = F.normalize(self.codes.float(), dim=-1)
+            flat = F.normalize(h.float().reshape(-1, self.code_dim), dim=-1)
             return cosine_lookup(flat, codes_unit).view(h.shape[:-1])
 
     def forward(self, h: Tensor, valid: Tensor) -> CodebookOutput:
@@ -130,6 +130,11 @@ class RhythmCodebook(nn.Module):
                 f"expected h [..., {self.code_dim}] and valid [...] of matching shapes, "
                 f"got h {tuple(h.shape)} and valid {tuple(valid.shape)}"
             )
+        with torch.autocast(h.device.type, enabled=False):
+            # float32 throughout: bf16 cosine scores would tie and flip code assignments.
+            return self._quantize(h.float(), valid)
+
+    def _quantize(self, h: Tensor, valid: Tensor) -> CodebookOutput:
         flat = F.normalize(h.reshape(-1, self.code_dim), dim=-1)  # [M, d_c]
         flat_valid = valid.reshape(-1)  # [M]
         restarted = 0
@@ -139,7 +144,7 @@ class RhythmCodebook(nn.Module):
             if self.restart_after > 0:
                 restarted = self._restart_dead_codes()
 
-        codes_unit = F.normalize(self.codes, dim=-1)  # [K, d_c]
+        codes_unit = F.normalize(self.codes.float(), dim=-1)  # [K, d_c]
         indices = cosine_lookup(flat.detach(), codes_unit.detach())  # [M]
         chosen = codes_unit[indices]  # [M, d_c], gradient reaches self.codes
         weight = flat_valid.to(flat.dtype)  # [M]
