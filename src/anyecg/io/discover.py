@@ -1,0 +1,146 @@
+"""Finding records on disk, and telling which reader opens a path.
+
+`find_records` turns folders (searched recursively), glob patterns and single files into one path
+per record, sorted:
+
+- a WFDB record is its `.hea`; the header's signal files (`.dat`, `.xyz`, challenge `.mat`), files
+  sharing its stem (`.atr`, ...) and the segment headers of a multi-segment record are not listed
+  again;
+- other files count when their extension has a reader (`.mat`, `.edf`, `.bdf`, `.npy`, `.npz`,
+  `.csv`), except files that are clearly not signals: a `.mat` whose only array is a strictly
+  increasing integer vector (reference sample indices, e.g. CPSC 2019 `ref/R_*.mat`) and a `.csv`
+  whose first data row is not all numbers (metadata tables such as CODE-15% `labels.csv`);
+- `exclude` takes glob patterns matched against the file name and against the whole path
+  (`"labels.csv"`, `"*/ref/*"`) for anything else to leave out.
+
+A file named directly (not through a folder or glob) is always listed, as its record's header for a
+WFDB file, so that reading it reports what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from anyecg.io.matlab import holds_indices
+from anyecg.io.recording import RecordError
+from anyecg.io.wfdb_reader import parse_header
+
+ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
+EDF_SUFFIXES = (".edf", ".bdf")
+SIGNAL_SUFFIXES = frozenset({".mat", *EDF_SUFFIXES, *ARRAY_SUFFIXES})
+SUPPORTED = ".hea (or a WFDB record name), .mat, .edf, .bdf, .npy, .npz, .csv"
+
+
+def record_kind(path: str | Path) -> tuple[str, Path]:
+    """("wfdb" | "mat" | "edf" | "array", the file to open) for a record path; RecordError otherwise."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".hea":
+        return "wfdb", path
+    if suffix in EDF_SUFFIXES:
+        return "edf", path
+    if suffix in ARRAY_SUFFIXES:
+        return "array", path
+    stem_header = path.with_name(path.name + ".hea")  # "data/100" -> "data/100.hea"
+    if stem_header.is_file():
+        return "wfdb", stem_header
+    if suffix and path.with_suffix(".hea").is_file():  # "E07500.mat", "100.dat", "100.atr"
+        return "wfdb", path.with_suffix(".hea")
+    if suffix == ".mat":
+        return "mat", path
+    if not path.exists():
+        raise RecordError(path, "no such file (nor a WFDB record with this name)")
+    raise RecordError(path, f"unsupported file type {suffix or '(no extension)'!r}; supported: {SUPPORTED}")
+
+
+def _claimed_by_header(header_file: Path) -> set[Path]:
+    """Files the header names as its own (signal files, segment headers)."""
+    try:
+        header = parse_header(header_file)
+    except RecordError:
+        return set()  # listed anyway; reading it will report the problem
+    folder = header_file.parent
+    claimed = {folder / line.file_name for line in header.signals}
+    claimed.update(folder / f"{segment}.hea" for segment in header.segments if segment != "~")
+    return claimed
+
+
+def _csv_is_table(path: Path) -> bool:
+    """True when the first data row has a non-number (a metadata table, not samples)."""
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:
+            lines = [line for line in (handle.readline() for _ in range(2)) if line.strip()]
+    except OSError:
+        return False
+    if not lines:
+        return False
+    row = lines[-1].replace(";", ",").replace("\t", ",")
+    cells = [cell.strip().strip("'\"") for cell in (row.split(",") if "," in row else row.split())]
+    for cell in cells:
+        try:
+            float(cell)
+        except ValueError:
+            return True
+    return False
+
+
+def _excluded(path: Path, patterns: Sequence[str]) -> bool:
+    text = path.as_posix()
+    return any(fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(text, pattern) for pattern in patterns)
+
+
+def _records_among(files: Iterable[Path]) -> list[Path]:
+    """One path per record among files found by walking folders or globs."""
+    files = sorted(set(files))
+    headers = [file for file in files if file.suffix.lower() == ".hea"]
+    header_stems = {(file.parent, file.stem) for file in headers}
+    claimed: set[Path] = set()
+    for header_file in headers:
+        claimed |= _claimed_by_header(header_file)
+    # a file sharing a header's stem (100.dat, 100.atr, E07500.mat) belongs to that record
+    claimed.update(file for file in files if file.suffix.lower() != ".hea" and (file.parent, file.stem) in header_stems)
+    records = [file for file in headers if file not in claimed]
+    for file in files:
+        suffix = file.suffix.lower()
+        if file in claimed or suffix not in SIGNAL_SUFFIXES:
+            continue
+        if suffix == ".mat" and holds_indices(file):
+            continue
+        if suffix == ".csv" and _csv_is_table(file):
+            continue
+        records.append(file)
+    return records
+
+
+def find_records(sources: Sequence[str | Path], *, exclude: Sequence[str] = ()) -> list[Path]:
+    """Record paths under `sources` (folders, globs, files, WFDB record names), sorted, one per record."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    walked: list[Path] = []
+    named: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            walked.extend(file for file in path.rglob("*") if file.is_file())
+        elif glob.has_magic(str(source)):
+            for match in map(Path, glob.glob(str(source), recursive=True)):
+                if match.is_dir():
+                    walked.extend(file for file in match.rglob("*") if file.is_file())
+                else:
+                    walked.append(match)
+        elif path.is_file() or path.with_name(path.name + ".hea").is_file():
+            try:
+                named.append(record_kind(path)[1])
+            except RecordError:
+                named.append(path)  # unsupported type: kept so that reading it says so
+        else:
+            raise RecordError(path, "no such file, folder or WFDB record")
+    records = _records_among(file for file in walked if not _excluded(file, exclude))
+    records += [file for file in named if not _excluded(file, exclude)]
+    unique: dict[Path, Path] = {}
+    for record in records:
+        unique.setdefault(record.resolve(), record)
+    return sorted(unique.values(), key=lambda p: p.as_posix())

@@ -1,0 +1,119 @@
+"""EDF / EDF+ / BDF recordings via pyEDFlib.
+
+Channel labels become leads after dropping the modality prefix EDF files put in front
+(`ECG I`, `EKG V2`, `ECG II-REF` -> `I`, `V2`, `II`); physical dimensions uV/mV/V become mV. Every
+channel must share one sampling rate (a record has one `fs`); EDF+ annotations are kept as
+`Annotations` (onset converted to a sample index, the text in `aux`). Sex and age come from the
+EDF+ patient fields when present.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from anyecg.io.arrays import resolve_fs, resolve_leads
+from anyecg.io.metadata import RecordInfo, millivolt_factor, parse_sex
+from anyecg.io.recording import Annotations, RecordError, Recording
+
+_PREFIX = re.compile(r"^\s*(?:ecg|ekg)[\s_:-]*", re.IGNORECASE)
+_REFERENCE_SUFFIX = re.compile(r"[\s_-]*ref\s*$", re.IGNORECASE)
+
+
+def lead_name(label: str) -> str:
+    """EDF channel label without modality prefix or reference suffix: 'ECG II-REF' -> 'II'."""
+    stripped = _REFERENCE_SUFFIX.sub("", _PREFIX.sub("", label.strip()))
+    return stripped or label.strip()
+
+
+@contextmanager
+def _open(path: Path):
+    import pyedflib
+
+    try:
+        reader = pyedflib.EdfReader(str(path))
+    except OSError as err:
+        raise RecordError(path, f"not a readable EDF/BDF file ({err})") from None
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _age(reader) -> float | None:
+    try:
+        birth = datetime.strptime(reader.getBirthdate().strip(), "%d %b %Y")
+    except ValueError:
+        return None
+    start = reader.getStartdatetime()
+    years = (start - birth).days / 365.25
+    return round(years, 2) if 0 <= years < 150 else None
+
+
+def _describe(path: Path, reader, fs: float | None, leads: list[str] | None):
+    labels = [label.strip() for label in reader.getSignalLabels()]
+    if not labels:
+        raise RecordError(path, "EDF file has no signal channels")
+    rates = np.asarray(reader.getSampleFrequencies(), dtype=np.float64)
+    if np.any(rates != rates[0]):
+        by_rate = {float(rate): [label for label, r in zip(labels, rates) if r == rate] for rate in np.unique(rates)}
+        raise RecordError(path, f"channels have different sampling rates {by_rate}; one record needs one rate")
+    counts = np.asarray(reader.getNSamples(), dtype=np.int64)
+    units = [reader.getPhysicalDimension(i).strip() for i in range(len(labels))]
+    rate = resolve_fs(path, float(rates[0]), fs)
+    raw, canonical = resolve_leads(path, [lead_name(label) for label in labels], leads, len(labels))
+    meta = {"format": "edf", "units": units, "channel_labels": labels}
+    unknown = sorted({u for u in units if millivolt_factor(u) is None})
+    if unknown:
+        meta["unscaled_units"] = unknown
+    return rate, raw, canonical, int(counts.min()), units, meta
+
+
+def _read_span(reader, units: list[str], start: int, n: int) -> np.ndarray:
+    out = np.empty((len(units), n), dtype=np.float32)  # [L, n]
+    for channel, unit in enumerate(units):
+        out[channel] = reader.readSignal(channel, start, n) * (millivolt_factor(unit) or 1.0)
+    return out
+
+
+def read_edf_header(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> RecordInfo:
+    path = Path(path)
+    with _open(path) as reader:
+        rate, raw, canonical, n_samples, _, meta = _describe(path, reader, fs, leads)
+        return RecordInfo(
+            record_id=path.stem, fs=rate, n_samples=n_samples, raw_leads=raw, leads=canonical,
+            age=_age(reader), sex=parse_sex(reader.getSex() or ""), meta=meta, source=str(path),
+        )
+
+
+def read_edf(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
+    path = Path(path)
+    with _open(path) as reader:
+        rate, raw, canonical, n_samples, units, meta = _describe(path, reader, fs, leads)
+        signal = _read_span(reader, units, 0, n_samples)
+        onsets, _, texts = reader.readAnnotations()
+        annotations = None
+        if len(onsets):
+            annotations = Annotations(
+                sample=np.round(np.asarray(onsets, dtype=np.float64) * rate).astype(np.int64),
+                symbol=[""] * len(onsets),
+                aux=[str(text) for text in texts],
+            )
+        return Recording(
+            signal=signal, fs=rate, leads=canonical, record_id=path.stem, age=_age(reader),
+            sex=parse_sex(reader.getSex() or ""), source=str(path), raw_leads=raw, annotations=annotations, meta=meta,
+        )
+
+
+def iter_edf_chunks(path: str | Path, chunk_samples: int, *, fs: float | None = None,
+                    leads: list[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    path = Path(path)
+    with _open(path) as reader:
+        _, _, _, n_samples, units, _ = _describe(path, reader, fs, leads)
+        for start in range(0, n_samples, chunk_samples):
+            yield start, _read_span(reader, units, start, min(chunk_samples, n_samples - start))
