@@ -288,7 +288,7 @@ def _physical(header: WfdbHeader, indices: list[int], digital: np.ndarray, out: 
         line = header.signals[index]
         values = digital[:, column]
         # float64 as wfdb computes it, then one rounding to float32
-        np.subtract(values, line.baseline, out=scratch)
+        np.subtract(values, np.float64(line.baseline), out=scratch)
         np.divide(scratch, line.gain, out=scratch)
         scale = millivolt_factor(line.units)
         if scale not in (None, 1.0):

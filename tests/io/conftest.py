@@ -1,0 +1,39 @@
+"""Independent references for the reader tests: wfdb's own reader, and copies of real records."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+# Written out here rather than imported so the reference does not share the reader's table.
+_UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "v": 1e3}
+
+
+def wfdb_millivolts(header: Path, sampfrom: int = 0, sampto: int | None = None) -> np.ndarray:
+    """float64 [leads, samples] in mV as wfdb.rdrecord reads the record."""
+    record = wfdb.rdrecord(str(header.with_suffix("")), sampfrom=sampfrom, sampto=sampto)
+    scale = np.array([_UNIT_TO_MV[(unit or "mV").lower()] for unit in record.units])
+    return (record.p_signal * scale).T
+
+
+@pytest.fixture
+def reference_mv():
+    return wfdb_millivolts
+
+
+@pytest.fixture
+def copy_record(tmp_path):
+    """Copy every file of a real record (same stem) into tmp_path; returns the copied .hea or file."""
+
+    def copy(source: Path, folder: str = "copy") -> Path:
+        target = tmp_path / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for file in source.parent.glob(source.stem + ".*"):
+            shutil.copy(file, target / file.name)
+        return target / source.name
+
+    return copy
