@@ -73,6 +73,7 @@ def zero_phase(x: np.ndarray, sos: np.ndarray, axis: int = -1) -> np.ndarray:
     n = x.shape[axis]
     if n == 0:
         raise ValueError("cannot filter an empty signal (0 samples)")
+    sos = np.array(sos, dtype=np.float64)  # scipy needs a writable copy of the cached design
     return scipy.signal.sosfiltfilt(sos, x, axis=axis, padlen=min(default_padlen(sos), n - 1))
 
 

@@ -49,7 +49,7 @@ class Recipe:
     notch_q: float = 30.0  # notch quality: bandwidth = notch_hz / notch_q
     wavelet: str | None = "db6"  # None skips wavelet denoising
     wavelet_level: int | None = None  # None: deepest level a denoising window supports
-    threshold_mode: str = "soft"  # "soft" or "hard" thresholding of the detail coefficients
+    threshold_mode: str = "hard"  # "hard" or "soft" thresholding of the detail coefficients (see wavelet.py)
     wavelet_extension: str = "symmetric"  # PyWavelets signal extension mode
     wavelet_block_seconds: float = 10.0  # denoising block
     wavelet_margin_seconds: float = 2.0  # context on each side of a block
