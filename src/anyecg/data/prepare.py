@@ -184,11 +184,8 @@ class _ShardWriter:
         cleaned = clean_batch(signals, records[0].fs, self.recipe)  # [B, L, T'] mV at target_fs
         for record, signal in zip(records, cleaned):
             _, offset, scale = normalize(signal, self.recipe)
-            self._append(record, np.ascontiguousarray(signal, dtype=np.float32), offset, scale)
-
-    def _append(self, record: Recording, signal: np.ndarray, offset: np.ndarray, scale: np.ndarray) -> None:
-        self.handle.write(signal.tobytes())
-        self._add_row(record, signal.shape, offset, scale)
+            self.handle.write(_time_major_bytes(signal))
+            self._add_row(record, signal.shape, offset, scale)
 
     def _add_row(self, record: Recording, shape: tuple[int, int], offset: np.ndarray, scale: np.ndarray) -> None:
         n_leads, n_samples = shape
@@ -235,8 +232,7 @@ class _ShardWriter:
         try:
             raw = (_finite(source, c) for _, c in iter_chunks(source, chunk, fs=fs, leads=leads))
             for cleaned in clean_stream(raw, info.fs, self.recipe):  # [L, n] mV at target_fs
-                cleaned = np.ascontiguousarray(cleaned, dtype=np.float32)
-                self.handle.write(cleaned.tobytes())
+                self.handle.write(_time_major_bytes(cleaned))
                 subsample.append(cleaned[:, (-n_out) % stride :: stride])
                 n_out += cleaned.shape[1]
             if n_out == 0:
@@ -266,6 +262,11 @@ class _ShardWriter:
         atomic_write_parquet(pd.DataFrame(skipped, columns=["source", "problem"]), stem.with_suffix(".skipped.parquet"))
         # The index goes last: its presence is what marks the shard as complete.
         atomic_write_parquet(pd.DataFrame(self.rows), index_path)
+
+
+def _time_major_bytes(signal: np.ndarray) -> bytes:
+    """[leads, samples] -> bytes of float32 [samples, leads], the store's layout."""
+    return np.ascontiguousarray(signal.T, dtype=np.float32).tobytes()
 
 
 def _finite(source: str, chunk: np.ndarray) -> np.ndarray:

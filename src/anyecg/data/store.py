@@ -4,7 +4,7 @@ Layout of a store folder::
 
     recipe.json                  the preprocessing recipe every signal went through
     plan.parquet                 which source record goes to which shard (fixed at the first run)
-    shards/shard-00000.f32       float32 samples, records one after another, each [leads, samples] C-order
+    shards/shard-00000.f32       float32 samples, records one after another, each time-major [samples, leads]
     shards/shard-00000.parquet   one row per record of the shard: metadata, offset into the .f32 file,
                                  per-lead normalisation offset/scale
     shards/shard-00000.ann.parquet   annotations (beats, rhythm changes) at the store's sampling rate
@@ -12,7 +12,8 @@ Layout of a store folder::
     manifest.parquet             all shard rows, plus the split column
     skipped.csv                  all skipped records
 
-Signals are stored in millivolts after cleaning (filters, resampling, denoising); the recipe's
+Time-major storage lets a long record be appended chunk by chunk while it streams in, and makes a
+window of any record one contiguous read. Signals are stored in millivolts after cleaning (filters, resampling, denoising); the recipe's
 amplitude normalisation is applied on read with the stored per-lead offset and scale, so the mV
 signal stays recoverable (lead generation is scored in mV).
 
@@ -125,9 +126,9 @@ class Store:
             raise IndexError(f"window [{start}, {stop}) outside record {row['record_id']} of {n_samples} samples")
         flat = self._shard(int(row["shard"]))
         base = int(row["offset"])
-        # [leads, n_samples] view of the record, then the requested window
-        record = flat[base : base + n_leads * n_samples].reshape(n_leads, n_samples)
-        window = np.array(record[:, start:stop], dtype=np.float32)
+        # [n_samples, leads] view of the record, then the requested window as [leads, stop - start]
+        record = flat[base : base + n_leads * n_samples].reshape(n_samples, n_leads)
+        window = np.array(record[start:stop].T, dtype=np.float32)
         if normalized:
             window = apply_normalization(window, np.asarray(row["norm_offset"]), np.asarray(row["norm_scale"]))
         return window
