@@ -162,3 +162,16 @@ def test_eval_mode_changes_no_state():
     codebook(torch.randn(1, 10, 4), torch.ones(1, 10, dtype=torch.bool))
     for key, value in codebook.state_dict().items():
         torch.testing.assert_close(value, state[key])
+
+
+def test_quantises_in_float32_under_autocast():
+    torch.manual_seed(6)
+    codebook = RhythmCodebook(num_codes=256, code_dim=16, kmeans_init=False)
+    h = torch.randn(4, 64, 16).bfloat16()  # what a Linear layer emits under bf16 autocast
+    valid = torch.ones(4, 64, dtype=torch.bool)
+    reference = codebook(h.float(), valid)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = codebook(h, valid)
+    assert out.quantized.dtype == torch.float32
+    assert torch.equal(out.indices, reference.indices)
+    torch.testing.assert_close(out.codebook_loss, reference.codebook_loss)

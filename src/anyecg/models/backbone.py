@@ -23,7 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyecg.models.layers import MAX_TOKENS, PATCH_SIZE, Block, PatchEmbedding, check_inputs, init_weights, masked_mean
+from anyecg.models.layers import (
+    MAX_TOKENS,
+    PATCH_SIZE,
+    Block,
+    PatchEmbedding,
+    batch_field,
+    check_inputs,
+    init_weights,
+    masked_mean,
+)
 
 
 @dataclass
@@ -69,12 +78,6 @@ def random_token_mask(pad_mask: Tensor, ratio: float, generator: torch.Generator
     n_mask = (n_real * ratio).round().long().clamp(min=1)
     n_mask = torch.minimum(n_mask, n_real)
     return (rank < n_mask).view(pad_mask.shape)
-
-
-def _field(batch: Mapping[str, Any] | Any, name: str) -> Any:
-    if isinstance(batch, Mapping):
-        return batch.get(name)
-    return getattr(batch, name, None)
 
 
 class Backbone(nn.Module):
@@ -129,8 +132,8 @@ class Backbone(nn.Module):
         """Masked-code loss. batch: `patches`, `lead_ids`, `pad_mask` as in `forward_features`;
         codes: [B, L, P] long, the frozen tokenizer's `encode` output (-1 at padding), taken from
         `batch["codes"]` when not given (so a training loop can call `model(batch)`)."""
-        patches, lead_ids, pad_mask = _field(batch, "patches"), _field(batch, "lead_ids"), _field(batch, "pad_mask")
-        codes = _field(batch, "codes") if codes is None else codes
+        patches, lead_ids, pad_mask = (batch_field(batch, key) for key in ("patches", "lead_ids", "pad_mask"))
+        codes = batch_field(batch, "codes") if codes is None else codes
         if codes is None:
             raise ValueError("no target codes: pass codes= or put the tokenizer's codes in batch['codes']")
         if tuple(codes.shape) != tuple(pad_mask.shape):

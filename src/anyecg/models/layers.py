@@ -13,6 +13,9 @@ Tokens are the (lead j, second k) grid flattened lead-major, token n = j * P + k
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -56,6 +59,13 @@ def check_inputs(
             f"got {pad_mask.dtype} {tuple(pad_mask.shape)}"
         )
     return L, P
+
+
+def batch_field(batch: Mapping[str, Any] | Any, name: str) -> Any:
+    """batch[name] for a dict batch (what `collate_windows` returns), batch.name otherwise; None if absent."""
+    if isinstance(batch, Mapping):
+        return batch.get(name)
+    return getattr(batch, name, None)
 
 
 def masked_mean(x: Tensor, valid: Tensor) -> Tensor:

@@ -35,6 +35,7 @@ from anyecg.models.layers import (
     PATCH_SIZE,
     Block,
     PatchEmbedding,
+    batch_field,
     check_inputs,
     init_weights,
     masked_mean,
@@ -81,13 +82,6 @@ class TokenizerOutput:
     reconstruction: Tensor  # [B, L, P, S] morphology decoder output
     age: Tensor  # [B] predicted age, years
     sex_logit: Tensor  # [B] predicted sex, logit of code 1
-
-
-def _field(batch: Mapping[str, Any] | Any, name: str) -> Any:
-    """batch[name] for a dict-like batch, batch.name otherwise; None when missing."""
-    if isinstance(batch, Mapping):
-        return batch.get(name)
-    return getattr(batch, name, None)
 
 
 def frequency_targets(patches: Tensor, wavelet: str, level: int) -> Tensor:
@@ -153,7 +147,10 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, patches: Tensor, lead_ids: Tensor, pad_mask: Tensor) -> Tensor:
-        """Rhythm code of every patch: [B, L, P] long, -1 at padding. Changes no state."""
+        """Rhythm code of every patch: [B, L, P] long, -1 at padding. Changes no state.
+
+        Stage 2 calls this on the frozen tokenizer; put it in eval mode first (dropout, if any).
+        """
         h = self.encode_continuous(patches, lead_ids, pad_mask)  # [B, N, d_c]
         indices = self.codebook.lookup(h).view(pad_mask.shape)  # [B, L, P]
         return indices.masked_fill(pad_mask, -1)
@@ -173,7 +170,7 @@ class Tokenizer(nn.Module):
         """batch: `patches` [B, L, P, S], `lead_ids` [B, L], `pad_mask` [B, L, P] (True = padding);
         optional `age` [B] (years), `sex` [B] (0/1), `has_age` / `has_sex` [B] bool, and
         `freq_targets` [B, L, P, C] (else computed here from the patches)."""
-        patches, lead_ids, pad_mask = _field(batch, "patches"), _field(batch, "lead_ids"), _field(batch, "pad_mask")
+        patches, lead_ids, pad_mask = (batch_field(batch, key) for key in ("patches", "lead_ids", "pad_mask"))
         B, L, P, S = patches.shape
         valid = ~pad_mask.flatten(1)  # [B, N]
 
@@ -184,7 +181,7 @@ class Tokenizer(nn.Module):
         reconstruction = self.morphology_head(y)  # [B, N, S]
         morphology = _token_mse(reconstruction, patches.reshape(B, L * P, S), valid)
 
-        freq_targets = _field(batch, "freq_targets")
+        freq_targets = batch_field(batch, "freq_targets")
         if freq_targets is None:
             freq_targets = frequency_targets(patches, self.config.wavelet, self.config.wavelet_level)
         if freq_targets.shape[-1] != self.n_freq:
@@ -221,16 +218,16 @@ class Tokenizer(nn.Module):
         graph so every parameter gets a (zero) gradient, as distributed training requires.
         """
         zero = 0.0 * pred.sum()
-        age, sex = _field(batch, "age"), _field(batch, "sex")
+        age, sex = batch_field(batch, "age"), batch_field(batch, "sex")
         age_term = sex_term = zero
         if age is not None:
-            has_age = _field(batch, "has_age")
+            has_age = batch_field(batch, "has_age")
             has_age = torch.isfinite(age) if has_age is None else has_age & torch.isfinite(age)
             if bool(has_age.any()):
                 target = (age[has_age].to(pred.dtype) - self.config.age_mean) / self.config.age_std
                 age_term = F.mse_loss(pred[has_age, 0], target)
         if sex is not None:
-            has_sex = _field(batch, "has_sex")
+            has_sex = batch_field(batch, "has_sex")
             has_sex = torch.ones_like(sex, dtype=torch.bool) if has_sex is None else has_sex
             if bool(has_sex.any()):
                 sex_term = F.binary_cross_entropy_with_logits(pred[has_sex, 1], sex[has_sex].to(pred.dtype))
