@@ -61,8 +61,8 @@ def _describe(path: Path, reader, fs: float | None, leads: list[str] | None):
         raise RecordError(path, "EDF file has no signal channels")
     rates = np.asarray(reader.getSampleFrequencies(), dtype=np.float64)
     if np.any(rates != rates[0]):
-        by_rate = {float(rate): [label for label, r in zip(labels, rates) if r == rate] for rate in np.unique(rates)}
-        raise RecordError(path, f"channels have different sampling rates {by_rate}; one record needs one rate")
+        listing = ", ".join(f"{label!r}: {rate:g} Hz" for label, rate in zip(labels, rates))
+        raise RecordError(path, f"channels have different sampling rates ({listing}); one record needs one rate")
     counts = np.asarray(reader.getNSamples(), dtype=np.int64)
     units = [reader.getPhysicalDimension(i).strip() for i in range(len(labels))]
     rate = resolve_fs(path, float(rates[0]), fs)
