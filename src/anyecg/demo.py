@@ -11,7 +11,7 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-from anyecg.data.inspect import format_description
+from anyecg.data.inspect import describe_store, format_description
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import Store
 from anyecg.evaluation.ecg_plot import plot_ecg
@@ -29,7 +29,7 @@ def run_demo(out: str | Path, *, workers: int = 1) -> dict:
     prepare_s = time.perf_counter() - started
 
     store = Store(result.store)
-    summary = store.summary()
+    summary = describe_store(result.store)
     summary["timings_s"] = {"prepare": round(prepare_s, 2)}
     first_12_lead = int((store.manifest["n_leads"] == 12).idxmax())
     record = store[first_12_lead]

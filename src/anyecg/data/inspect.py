@@ -40,7 +40,9 @@ def describe_record(path: str | Path, *, fs: float | None = None, leads: list[st
 
 
 def describe_store(path: str | Path) -> dict:
-    return Store(path).summary()
+    summary = Store(path).summary()
+    summary["labels"] = {_label_text(label): n for label, n in summary["labels"].items()}
+    return summary
 
 
 def format_description(info: dict) -> str:
@@ -48,13 +50,15 @@ def format_description(info: dict) -> str:
     width = max(len(k) for k in info)
     lines = []
     for key, value in info.items():
-        if isinstance(value, dict) and value and all(not isinstance(v, dict) for v in value.values()):
+        if isinstance(value, (list, dict)) and not value:
+            lines.append(f"{key:<{width}}  -")
+        elif isinstance(value, dict) and all(not isinstance(v, dict) for v in value.values()):
             lines.append(f"{key:<{width}}  " + ", ".join(f"{k}: {v}" for k, v in value.items()))
         elif isinstance(value, dict):
             lines.append(f"{key}:")
             lines.extend("  " + line for line in format_description(value).splitlines())
         elif isinstance(value, list):
-            lines.append(f"{key:<{width}}  " + (", ".join(map(str, value)) if value else "-"))
+            lines.append(f"{key:<{width}}  " + ", ".join(map(str, value)))
         else:
             lines.append(f"{key:<{width}}  {'-' if value is None else value}")
     return "\n".join(lines)
