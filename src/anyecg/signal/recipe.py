@@ -148,14 +148,14 @@ def _linear_rows(rows: np.ndarray, fs: float, recipe: Recipe) -> np.ndarray:
 
 
 def _denoise(rows: np.ndarray, recipe: Recipe) -> np.ndarray:
-    """float32 [R, T']: step 3 on float32 rows (the precision the store keeps)."""
-    rows = rows.astype(np.float32)
-    if recipe.wavelet is None:
-        return rows
-    return wavelet_denoise(
-        rows, recipe.wavelet, recipe.wavelet_level, recipe.threshold_mode,
-        recipe.wavelet_block, recipe.wavelet_margin, recipe.wavelet_extension,
-    )
+    """float32 [R, T']: step 3 in float64 (hard thresholding is discontinuous: a coefficient at the
+    threshold must be decided the same way here, in `clean_stream` and in a float64 reference)."""
+    if recipe.wavelet is not None:
+        rows = wavelet_denoise(
+            rows, recipe.wavelet, recipe.wavelet_level, recipe.threshold_mode,
+            recipe.wavelet_block, recipe.wavelet_margin, recipe.wavelet_extension,
+        )
+    return rows.astype(np.float32)
 
 
 def _clean_rows(rows: np.ndarray, fs: float, recipe: Recipe) -> np.ndarray:
@@ -267,16 +267,16 @@ def _linear_stream(
     out = _linear_rows(held[:, lo - buffer_start :], fs, recipe)
     total = resampled_length(buffer_end, up, down)
     first = (start - lo) * up // down
-    yield out[:, first : first + total - start * up // down]
+    if total > start * up // down:
+        yield out[:, first : first + total - start * up // down]
 
 
 def _denoise_stream(linear: Iterator[np.ndarray], recipe: Recipe) -> Iterator[np.ndarray]:
     """Wavelet step of `clean` on a stream of resampled pieces, block by block as `wavelet_denoise`."""
     block, margin = recipe.wavelet_block, recipe.wavelet_margin
-    held = None  # float32 [L, n]: resampled samples from `held_start` on
+    held = None  # float64 [L, n]: resampled samples from `held_start` on
     held_start, next_block = 0, 0
     for piece in linear:
-        piece = piece.astype(np.float32)
         held = piece if held is None else np.concatenate([held, piece], axis=1)
         held_end = held_start + held.shape[1]
         # Block k's window is not clipped by the end of the record once [kB - M, kB + B + M) is here.
@@ -284,18 +284,18 @@ def _denoise_stream(linear: Iterator[np.ndarray], recipe: Recipe) -> Iterator[np
             b0 = next_block * block
             lo = max(0, b0 - margin)
             rows = denoise_rows(_window(held, held_start, lo, b0 + block + margin), *_wavelet_args(recipe))
-            yield rows[:, b0 - lo : b0 - lo + block]
+            yield rows[:, b0 - lo : b0 - lo + block].astype(np.float32)
             next_block += 1
             drop = max(0, next_block * block - margin) - held_start
             held, held_start = held[:, drop:], held_start + drop
-    if held is None:
+    if held is None:  # not one output sample
         return
     n_total = held_start + held.shape[1]
     for w in block_windows(n_total, block, margin):
         if w.start < next_block * block:
             continue
         rows = denoise_rows(_window(held, held_start, w.win_start, w.win_stop), *_wavelet_args(recipe))
-        yield rows[:, w.start - w.win_start : w.stop - w.win_start]
+        yield rows[:, w.start - w.win_start : w.stop - w.win_start].astype(np.float32)
 
 
 def _window(held: np.ndarray, held_start: int, lo: int, hi: int) -> np.ndarray:
