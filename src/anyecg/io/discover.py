@@ -3,9 +3,9 @@
 `find_records` turns folders (searched recursively), glob patterns and single files into one path
 per record, sorted:
 
-- a WFDB record is its `.hea`; the header's signal files (`.dat`, `.xyz`, challenge `.mat`), files
-  sharing its stem (`.atr`, ...) and the segment headers of a multi-segment record are not listed
-  again;
+- a WFDB record is its `.hea`: a file with a `.hea` of the same stem beside it (`.dat`, `.atr`,
+  challenge `.mat`, found by a glob such as `*.mat`) stands for that header, and the header's own
+  signal files (`.xyz`, ...) and segment headers of a multi-segment record are not listed again;
 - other files count when their extension has a reader (`.mat`, `.edf`, `.bdf`, `.npy`, `.npz`,
   `.csv`), except files that are clearly not signals: a `.mat` whose only array is a strictly
   increasing integer vector (reference sample indices, e.g. CPSC 2019 `ref/R_*.mat`) and a `.csv`
@@ -95,14 +95,16 @@ def _excluded(path: Path, patterns: Sequence[str]) -> bool:
 def _records_among(files: Iterable[Path]) -> list[Path]:
     """One path per record among files found by walking folders or globs."""
     files = sorted(set(files))
-    headers = [file for file in files if file.suffix.lower() == ".hea"]
-    header_stems = {(file.parent, file.stem) for file in headers}
+    headers = {file for file in files if file.suffix.lower() == ".hea"}
     claimed: set[Path] = set()
-    for header_file in headers:
+    # a file with a header of the same stem beside it (100.dat, 100.atr, E07500.mat) is that record
+    for file in files:
+        if file.suffix.lower() != ".hea" and file.with_suffix(".hea").is_file():
+            claimed.add(file)
+            headers.add(file.with_suffix(".hea"))
+    for header_file in sorted(headers):
         claimed |= _claimed_by_header(header_file)
-    # a file sharing a header's stem (100.dat, 100.atr, E07500.mat) belongs to that record
-    claimed.update(file for file in files if file.suffix.lower() != ".hea" and (file.parent, file.stem) in header_stems)
-    records = [file for file in headers if file not in claimed]
+    records = [file for file in sorted(headers) if file not in claimed]
     for file in files:
         suffix = file.suffix.lower()
         if file in claimed or suffix not in SIGNAL_SUFFIXES:
@@ -138,8 +140,8 @@ def find_records(sources: Sequence[str | Path], *, exclude: Sequence[str] = ()) 
                 named.append(path)  # unsupported type: kept so that reading it says so
         else:
             raise RecordError(path, "no such file, folder or WFDB record")
-    records = _records_among(file for file in walked if not _excluded(file, exclude))
-    records += [file for file in named if not _excluded(file, exclude)]
+    records = _records_among(file for file in walked if not _excluded(file, exclude)) + named
+    records = [file for file in records if not _excluded(file, exclude)]
     unique: dict[Path, Path] = {}
     for record in records:
         unique.setdefault(record.resolve(), record)
