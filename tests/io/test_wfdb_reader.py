@@ -169,3 +169,13 @@ def test_given_leads_rename_and_given_fs_must_agree(shared_data):
         read_record(header, fs=500)
     with pytest.raises(RecordError, match=r"100\.hea.*3 lead names"):
         read_record(header, leads=["I", "II", "III"])
+
+
+def test_header_without_length_takes_it_from_the_file(tmp_path, reference_mv):
+    header = _written(tmp_path, "nolen", np.nan_to_num(_test_signal(1001, 3)), "212")
+    lines = header.read_text().splitlines()
+    assert lines[0] == "nolen 3 250 1001"
+    header.write_text("\n".join(["nolen 3 250"] + lines[1:]) + "\n")
+    rec = read_record(header)
+    assert rec.n_samples == read_header(header).n_samples == 1001
+    np.testing.assert_array_equal(rec.signal, reference_mv(header).astype(np.float32))

@@ -45,7 +45,8 @@ def resolve_fs(path: str | Path, file_fs: float | None, given: float | None) -> 
     return fs
 
 
-def resolve_leads(path: str | Path, raw: list[str] | None, given: list[str] | None, n_leads: int) -> tuple[list[str], list[str]]:
+def resolve_leads(path: str | Path, raw: list[str] | None, given: list[str] | None,
+                  n_leads: int) -> tuple[list[str], list[str]]:
     """(raw_leads, canonical leads). `given` names the leads (overriding the file's names)."""
     if given is not None:
         given = [str(name) for name in given]
@@ -101,9 +102,11 @@ def _npz_signal(path: Path, arrays: dict[str, np.ndarray]) -> np.ndarray:
     for key in NPZ_SIGNAL_KEYS:
         if key in arrays:
             return arrays[key]
-    candidates = [key for key, value in arrays.items() if value.ndim in (1, 2) and value.size > 1 and key not in ("leads", "fs")]
+    candidates = [key for key, value in arrays.items()
+                  if value.ndim in (1, 2) and value.size > 1 and key not in ("leads", "fs")]
     if len(candidates) != 1:
-        raise RecordError(path, f"cannot tell which array is the signal among {sorted(arrays)}; name it one of {NPZ_SIGNAL_KEYS}")
+        raise RecordError(path, f"cannot tell which array is the signal among {sorted(arrays)}; "
+                                f"name it one of {NPZ_SIGNAL_KEYS}")
     return arrays[candidates[0]]
 
 
@@ -147,7 +150,10 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
         raise RecordError(path, "CSV file is empty")
     first = text.lstrip().split("\n", 1)[0]
     delimiter = next((d for d in (",", ";", "\t") if d in first), None)
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter) if delimiter else (line.split() for line in text.splitlines())
+    if delimiter:
+        reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    else:  # whitespace-separated
+        reader = (line.split() for line in text.splitlines())
     rows = [row for row in reader if row and any(cell.strip() for cell in row)]
     names = None
     if not all(_is_number(cell) for cell in rows[0]):
@@ -174,8 +180,9 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
 # --- readers ---------------------------------------------------------------------------------
 
 
-def _load(path: Path, fs: float | None, leads: list[str] | None, mmap: bool = False):
-    """(array as stored, fs, raw lead names or None, oriented view, canonical leads)."""
+def _load(path: Path, fs: float | None, leads: list[str] | None,
+          mmap: bool = False) -> tuple[float, list[str], np.ndarray, list[str]]:
+    """(fs, raw lead names, [leads, samples] view of the stored array, canonical leads)."""
     suffix = path.suffix.lower()
     file_fs, file_leads, names_are_columns = None, None, False
     if suffix == ".npy":

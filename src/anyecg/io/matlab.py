@@ -25,6 +25,7 @@ from anyecg.io.recording import RecordError, Recording
 SIGNAL_KEYS = ("val", "ecg", "feats", "signal", "data", "ECG")
 FS_KEYS = ("fs", "Fs", "FS", "sample_rate", "sampling_rate", "curr_sample_rate", "sampling_frequency")
 MAX_INDEX_VECTOR = 2_000_000  # longer than any beat list of a 24 h recording
+_NOT_NUMERIC = ("char", "cell", "struct")  # MATLAB classes that cannot hold samples
 
 
 def _contents(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
@@ -49,9 +50,10 @@ def _signal_name(path: Path, contents: list[tuple[str, tuple[int, ...], str]]) -
     for key in SIGNAL_KEYS:
         if key in names:
             return key
-    arrays = [name for name, shape, cls in contents if int(np.prod(shape)) > 1 and cls not in ("char", "cell", "struct")]
+    arrays = [name for name, shape, cls in contents if int(np.prod(shape)) > 1 and cls not in _NOT_NUMERIC]
     if len(arrays) != 1:
-        raise RecordError(path, f"cannot tell which variable is the signal among {sorted(names)}; expected one of {SIGNAL_KEYS}")
+        raise RecordError(path, f"cannot tell which variable is the signal among {sorted(names)}; "
+                                f"expected one of {SIGNAL_KEYS}")
     return arrays[0]
 
 
@@ -75,7 +77,7 @@ def holds_indices(path: str | Path) -> bool:
         contents = scipy.io.whosmat(str(path))
     except Exception:  # unreadable files are left for the reader to report
         return False
-    arrays = [(name, shape) for name, shape, cls in contents if int(np.prod(shape)) > 0 and cls not in ("char", "cell", "struct")]
+    arrays = [(name, shape) for name, shape, cls in contents if int(np.prod(shape)) > 0 and cls not in _NOT_NUMERIC]
     if len(arrays) != 1:
         return False
     name, shape = arrays[0]

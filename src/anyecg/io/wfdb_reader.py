@@ -9,8 +9,10 @@ and lets `iter_wfdb_chunks` read any span without touching the rest of the file:
 - challenge `.mat` signal files (MATLAB v4, `16x1+24` in the header): format 16 after a byte offset.
 
 Records outside that (multi-segment, several samples per frame, skew, formats 8/310/311/5xx) are
-read by `wfdb.rdrecord`. Physical values follow WFDB exactly: (digital - baseline) / gain, the
-format's invalid-sample code becomes NaN, then the header's units are converted to millivolts.
+read by `wfdb.rdrecord`; a signal with several samples per frame is averaged to the frame rate
+(wfdb's `smooth_frames`), so every lead shares the record's `fs`. Physical values follow WFDB
+exactly: (digital - baseline) / gain, the format's invalid-sample code becomes NaN, then the
+header's units are converted to millivolts.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ _RECORD_LINE = re.compile(
     r"(?:\s+(?P<nsamp>\d+)(?:\s+.*)?)?)?\s*$"
 )
 _FORMAT_FIELD = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>\d+))?(?:\+(?P<offset>\d+))?$")
-_GAIN_FIELD = re.compile(r"^(?P<gain>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:\((?P<baseline>[-+]?\d+)\))?(?:/(?P<units>\S*))?$")
+_GAIN_FIELD = re.compile(
+    r"^(?P<gain>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?:\((?P<baseline>[-+]?\d+)\))?(?:/(?P<units>\S*))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,8 @@ def parse_header(path: str | Path) -> WfdbHeader:
     number, record_line = lines[0]
     match = _RECORD_LINE.match(record_line)
     if match is None:
-        raise RecordError(path, f"not a WFDB header: line {number} should be '<record> <n signals> <fs> <n samples>', got {record_line[:80]!r}")
+        raise RecordError(path, f"not a WFDB header: line {number} should be "
+                                f"'<record> <n signals> <fs> <n samples>', got {record_line[:80]!r}")
     try:
         fs = float(match.group("fs")) if match.group("fs") else DEFAULT_FS
     except ValueError:
@@ -244,8 +249,9 @@ def check_signal_files(header: WfdbHeader) -> int:
         except FileNotFoundError:
             raise RecordError(header.path, f"missing signal file {file_name} (named in the header)") from None
         if n_samples is None:  # length not in the header: as many whole frames as the file holds
-            frames = (size - line.byte_offset) * 2 // 3 if line.fmt == "212" else (size - line.byte_offset) // _FIXED_WIDTH[line.fmt][1]
-            n_samples = max(frames // len(indices), 0)
+            payload = size - line.byte_offset
+            n_values = payload * 2 // 3 if line.fmt == "212" else payload // _FIXED_WIDTH[line.fmt][1]
+            n_samples = max(n_values // len(indices), 0)
         needed = line.byte_offset + _bytes_for(line.fmt, n_samples * len(indices))
         if size < needed:
             raise RecordError(
@@ -275,7 +281,8 @@ def _read_file_span(header: WfdbHeader, file_name: str, indices: list[int], star
     count = n_bytes // np.dtype(dtype).itemsize
     raw = np.fromfile(_signal_file(header, file_name), dtype=dtype, count=count, offset=byte_start)
     if raw.size < count:
-        raise RecordError(header.path, f"signal file {file_name} ended early: wanted {count} values from byte {byte_start}, got {raw.size}")
+        raise RecordError(header.path, f"signal file {file_name} ended early: wanted {count} values "
+                                       f"from byte {byte_start}, got {raw.size}")
     values = _decode(line.fmt, raw)[skip:skip + last - first]
     return values.reshape(stop - start, n_in_file)
 
@@ -308,7 +315,8 @@ def read_span(header: WfdbHeader, start: int, stop: int) -> np.ndarray:
     return out
 
 
-def _read_with_wfdb(header: WfdbHeader, start: int | None = None, stop: int | None = None):
+def _read_with_wfdb(header: WfdbHeader, start: int | None = None,
+                    stop: int | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """(float32 [signals, samples] mV, raw lead names, units) via wfdb.rdrecord."""
     import wfdb
 
@@ -319,7 +327,7 @@ def _read_with_wfdb(header: WfdbHeader, start: int | None = None, stop: int | No
     units = list(record.units or ["mV"] * record.n_sig)
     scale = np.array([millivolt_factor(u) or 1.0 for u in units], dtype=np.float64)
     signal = (np.asarray(record.p_signal, dtype=np.float64) * scale).T.astype(np.float32)  # [L, T]
-    return signal, list(record.sig_name or []), units, float(record.fs)
+    return signal, list(record.sig_name or []), units
 
 
 # --- public entry points -------------------------------------------------------------------
@@ -347,7 +355,12 @@ def read_wfdb_header(path: str | Path, *, fs: float | None = None, leads: list[s
         n_samples, units = int(layout.sig_len), ["mV"] * len(raw)
     else:
         raw, units = header.raw_leads, [line.units for line in header.signals]
-        n_samples = header.n_samples if header.n_samples is not None else check_signal_files(header)
+        if header.fast:
+            n_samples = check_signal_files(header)  # also catches a short or missing signal file
+        elif header.n_samples is not None:
+            n_samples = header.n_samples
+        else:
+            n_samples = _read_with_wfdb(header)[0].shape[1]
     rate = resolve_fs(header.path, header.fs, fs)
     raw, canonical = resolve_leads(header.path, raw, leads, len(raw))
     info = header_meta(header.comments, header.record_name, header.path.parent)
@@ -361,13 +374,13 @@ def read_wfdb_header(path: str | Path, *, fs: float | None = None, leads: list[s
 def read_wfdb(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
     """A whole WFDB record in mV, with its `.atr` annotations when the file exists."""
     header = parse_header(path)
+    rate = resolve_fs(header.path, header.fs, fs)
     if header.fast:
         n_samples = check_signal_files(header)
         signal = read_span(header, 0, n_samples)
         raw, units = header.raw_leads, [line.units for line in header.signals]
     else:
-        signal, raw, units, _ = _read_with_wfdb(header)
-    rate = resolve_fs(header.path, header.fs, fs)
+        signal, raw, units = _read_with_wfdb(header)
     raw, canonical = resolve_leads(header.path, raw, leads, signal.shape[0])
     info = header_meta(header.comments, header.record_name, header.path.parent)
     return Recording(
@@ -400,7 +413,7 @@ ANNOTATION_SYMBOLS: dict[int, str] = {
     26: "^", 27: "t", 28: "+", 29: "u", 30: "?", 31: "!", 32: "[", 33: "]", 34: "e", 35: "n", 36: "@",
     37: "x", 38: "f", 39: "(", 40: ")", 41: "r",
 }
-_SKIP, _NUM, _SUB, _CHN, _AUX, _NOTE = 59, 60, 61, 62, 63, 22
+_SKIP, _AUX, _NOTE = 59, 63, 22  # SKIP and AUX words; NOTE annotations
 
 
 def parse_mit_annotations(data: bytes) -> Annotations | None:
