@@ -56,6 +56,11 @@ def test_mitdb_lead_names_are_canonical(shared_data):
     assert read_record(shared_data / "mitdb" / "201").leads == ["II", "V1"]
 
 
+def test_format_is_recorded(shared_data):
+    assert read_record(shared_data / "mitdb" / "100").meta["format"] == "wfdb/212"
+    assert read_header(shared_data / "cinc2021" / "E07500").meta["format"] == "wfdb/16"  # MATLAB v4 payload
+
+
 def _same_annotations(ours, theirs):
     assert ours is not None
     np.testing.assert_array_equal(ours.sample, theirs.sample)
@@ -161,14 +166,13 @@ def test_multi_segment_record_is_read_through_wfdb(tmp_path, reference_mv):
     assert read_header(tmp_path / "multi.hea").n_samples == 500
 
 
-def test_given_leads_rename_and_given_fs_must_agree(shared_data):
+def test_the_files_own_rate_and_leads_win_over_arguments(shared_data):
+    """fs/leads describe files that lack them, so one call can cover a folder of mixed sources."""
     header = shared_data / "mitdb" / "100.hea"
-    rec = read_record(header, leads=["I", "V5"], fs=360)
-    assert rec.leads == ["I", "V5"] and rec.raw_leads == ["MLII", "V5"]
-    with pytest.raises(RecordError, match=r"100\.hea.*fs=500.*360"):
-        read_record(header, fs=500)
-    with pytest.raises(RecordError, match=r"100\.hea.*3 lead names"):
-        read_record(header, leads=["I", "II", "III"])
+    rec = read_record(header, fs=500, leads=list(STANDARD_12))
+    assert (rec.fs, rec.leads, rec.raw_leads) == (360.0, ["II", "V5"], ["MLII", "V5"])
+    info = read_header(header, fs=500, leads=list(STANDARD_12))
+    assert (info.fs, info.leads) == (360.0, ["II", "V5"])
 
 
 def test_header_without_length_takes_it_from_the_file(tmp_path, reference_mv):

@@ -8,9 +8,9 @@
     paths = find_records(["data/"], exclude=["*/ref/*"])
     rec = check_signal(rec)                             # raise on NaN/empty, drop flat/saturated leads
 
-`fs` and `leads` are needed only where a file lacks them (plain arrays and .mat); a given `fs` must
-agree with the file's, given `leads` rename the file's leads. Every failure is a `RecordError`
-naming the file and the problem.
+`fs` and `leads` are used only where a file lacks them (plain arrays, plain .mat; a header, EDF or
+.npz with its own rate and lead names wins), so one call can cover mixed sources. Every failure is a
+`RecordError` naming the file and the problem.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Plain arrays carry no sampling rate and usually no lead names, so `fs` and `lead
 (an `.npz` may hold them itself under the keys `fs` and `leads`; a `.csv` header row names the
 leads). Values are taken to be millivolts.
 
+Every reader treats `fs` and `leads` the same way: they describe files that lack them; a file's own
+rate and lead names always win (so one call can cover a folder of mixed sources).
+
 Orientation: arrays are [leads, samples]. A [samples, leads] array is accepted and transposed when
 only its second axis matches the number of leads; a square array (as many samples as leads) is
 read as [leads, samples]. A 1-D array is one lead.
@@ -33,9 +36,7 @@ CSV_INDEX_COLUMNS = frozenset(
 
 
 def resolve_fs(path: str | Path, file_fs: float | None, given: float | None) -> float:
-    """The record's rate: the file's own, else the caller's; a disagreement is an error."""
-    if file_fs is not None and given is not None and abs(float(given) - file_fs) > 1e-6 * file_fs:
-        raise RecordError(path, f"fs={given} was given but the file says {file_fs} Hz")
+    """The record's rate: the file's own when it has one (it wins over `given`), else `given`."""
     fs = file_fs if file_fs is not None else given
     if fs is None:
         raise RecordError(path, "no sampling rate in this file: pass fs= (samples per second)")
@@ -47,15 +48,15 @@ def resolve_fs(path: str | Path, file_fs: float | None, given: float | None) -> 
 
 def resolve_leads(path: str | Path, raw: list[str] | None, given: list[str] | None,
                   n_leads: int) -> tuple[list[str], list[str]]:
-    """(raw_leads, canonical leads). `given` names the leads (overriding the file's names)."""
-    if given is not None:
-        given = [str(name) for name in given]
-        if len(given) != n_leads:
-            raise RecordError(path, f"{len(given)} lead names given {given} but the record has {n_leads} leads")
-        return (list(raw) if raw else given), canonical_leads(given)
-    if raw is None:
+    """(raw_leads, canonical leads): the file's own names when it has them, else `given`."""
+    if raw is not None:
+        return list(raw), canonical_leads(list(raw))
+    if given is None:
         raise RecordError(path, f"no lead names in this file: pass leads= ({n_leads} names, e.g. ['I', 'II', ...])")
-    return list(raw), canonical_leads(list(raw))
+    given = [str(name) for name in given]
+    if len(given) != n_leads:
+        raise RecordError(path, f"{len(given)} lead names given {given} but the record has {n_leads} leads")
+    return given, canonical_leads(given)
 
 
 def needs_transpose(path: str | Path, shape: tuple[int, ...], n_leads: int) -> bool:
@@ -199,7 +200,7 @@ def _load(path: Path, fs: float | None, leads: list[str] | None,
     rate = resolve_fs(path, file_fs, fs)
     if leads is None and file_leads is None:
         raise RecordError(path, "no lead names in this file: pass leads= (e.g. ['I', 'II', ...])")
-    n_leads = len(leads) if leads is not None else len(file_leads)
+    n_leads = len(file_leads) if file_leads is not None else len(leads)
     if names_are_columns and array.shape[1] == n_leads:
         signal = array.T  # CSV columns are the named leads
     else:
@@ -213,7 +214,8 @@ def read_array_record(path: str | Path, *, fs: float | None = None, leads: list[
     rate, raw, signal, canonical = _load(path, fs, leads)
     return Recording(
         signal=as_millivolts(signal), fs=rate, leads=canonical, record_id=path.stem, source=str(path),
-        raw_leads=raw, meta={"format": path.suffix.lower().lstrip("."), "units": "mV (assumed)"},
+        raw_leads=raw,
+        meta={"format": path.suffix.lower().lstrip("."), "units": ["mV"] * len(raw), "units_assumed": True},
     )
 
 

@@ -67,7 +67,7 @@ def _describe(path: Path, reader, fs: float | None, leads: list[str] | None):
     units = [reader.getPhysicalDimension(i).strip() for i in range(len(labels))]
     rate = resolve_fs(path, float(rates[0]), fs)
     raw, canonical = resolve_leads(path, [lead_name(label) for label in labels], leads, len(labels))
-    meta = {"format": "edf", "units": units, "channel_labels": labels}
+    meta = {"format": path.suffix.lower().lstrip("."), "units": units, "channel_labels": labels}
     unknown = sorted({u for u in units if millivolt_factor(u) is None})
     if unknown:
         meta["unscaled_units"] = unknown

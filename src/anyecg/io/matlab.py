@@ -113,7 +113,7 @@ def read_mat_record(path: str | Path, *, fs: float | None = None, leads: list[st
     key, rate, signal, raw, canonical = _read(path, fs, leads)
     return Recording(
         signal=as_millivolts(signal), fs=rate, leads=canonical, record_id=path.stem, source=str(path),
-        raw_leads=raw, meta={"format": "mat", "variable": key, "units": "mV (assumed)"},
+        raw_leads=raw, meta={"format": "mat", "variable": key, "units": ["mV"] * len(raw), "units_assumed": True},
     )
 
 

@@ -335,8 +335,8 @@ def _read_with_wfdb(header: WfdbHeader, start: int | None = None,
 
 def _record_meta(header: WfdbHeader, units: list[str]) -> dict:
     unknown = sorted({u for u in units if millivolt_factor(u) is None})
-    meta = {"format": sorted({line.fmt for line in header.signals}) or ["multi-segment"], "units": units,
-            "header": str(header.path)}
+    formats = "+".join(sorted({line.fmt for line in header.signals})) or "multi-segment"
+    meta = {"format": f"wfdb/{formats}", "units": units, "header": str(header.path)}
     if unknown:
         meta["unscaled_units"] = unknown  # kept as stored; not known how to turn them into mV
     return meta
