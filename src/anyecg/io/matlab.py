@@ -90,35 +90,8 @@ def holds_indices(path: str | Path) -> bool:
     return bool(np.all(values == np.round(values)) and np.all(values >= 0) and np.all(np.diff(values) > 0))
 
 
-def _read(path: Path, fs: float | None, leads: list[str] | None):
-    contents = _contents(path)
-    if not contents:
-        raise RecordError(path, "the .mat file holds no variables")
-    key = _signal_name(path, contents)
-    rate = resolve_fs(path, _file_fs(path, contents), fs)
-    if leads is None:
-        raise RecordError(path, "no lead names in a plain .mat: pass leads= (e.g. ['I', 'II', ...])")
-    array = np.asarray(_load(path, [key])[key])
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise RecordError(path, f"variable {key!r} has dtype {array.dtype}, expected real numbers")
-    if array.size <= 1:
-        raise RecordError(path, f"variable {key!r} holds {array.size} value(s), not a signal")
-    signal = orient(path, np.squeeze(array) if array.ndim > 2 else array, len(leads))
-    raw, canonical = resolve_leads(path, None, leads, signal.shape[0])
-    return key, rate, signal, raw, canonical
-
-
-def read_mat_record(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
-    path = Path(path)
-    key, rate, signal, raw, canonical = _read(path, fs, leads)
-    return Recording(
-        signal=as_millivolts(signal), fs=rate, leads=canonical, record_id=path.stem, source=str(path),
-        raw_leads=raw, meta={"format": "mat", "variable": key, "units": ["mV"] * len(raw), "units_assumed": True},
-    )
-
-
-def read_mat_header(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> RecordInfo:
-    path = Path(path)
+def _describe(path: Path, fs: float | None, leads: list[str] | None) -> tuple[str, tuple[int, ...], float]:
+    """(signal variable, its shape without singleton extra axes, rate), from the file's headers."""
     contents = _contents(path)
     if not contents:
         raise RecordError(path, "the .mat file holds no variables")
@@ -129,6 +102,34 @@ def read_mat_header(path: str | Path, *, fs: float | None = None, leads: list[st
     shape = tuple(next(shape for name, shape, _ in contents if name == key))
     if len(shape) > 2:
         shape = tuple(n for n in shape if n != 1)
+    return key, shape, rate
+
+
+def _read(path: Path, fs: float | None, leads: list[str] | None):
+    key, shape, rate = _describe(path, fs, leads)
+    array = np.asarray(_load(path, [key])[key])
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise RecordError(path, f"variable {key!r} has dtype {array.dtype}, expected real numbers")
+    if array.size <= 1:
+        raise RecordError(path, f"variable {key!r} holds {array.size} value(s), not a signal")
+    signal = orient(path, array.reshape(shape), len(leads))  # [leads, samples] view
+    raw, canonical = resolve_leads(path, None, leads, signal.shape[0])
+    return key, rate, signal, raw, canonical
+
+
+def read_mat_record(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
+    path = Path(path)
+    key, rate, signal, raw, canonical = _read(path, fs, leads)
+    return Recording(
+        signal=as_millivolts(signal), fs=rate, leads=canonical, record_id=path.stem, source=str(path),
+        raw_leads=raw,
+        meta={"format": "mat", "variable": key, "units": ["mV"] * len(raw), "units_assumed": True},
+    )
+
+
+def read_mat_header(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> RecordInfo:
+    path = Path(path)
+    key, shape, rate = _describe(path, fs, leads)
     n_samples = shape[0] if needs_transpose(path, shape, len(leads)) else shape[-1]
     raw, canonical = resolve_leads(path, None, leads, len(leads))
     return RecordInfo(
