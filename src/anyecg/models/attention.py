@@ -1,0 +1,380 @@
+"""Cross-Mask Attention (CMA), the attention of every AnyECG transformer block.
+
+Tokens form a grid (lead j, second k) flattened lead-major to N = L * P, token n = j * P + k.
+Token (j, k) may attend to (j', k') iff j' == j (same lead, any time) or |k - k'| <= w (same moment
+within a tolerance w, the paper's "mask width", any lead). Padding keys (absent leads, seconds past
+a record's end) are never attended, except that every token may attend to itself: a padded query
+then still has one allowed key, so its (ignored) output is finite instead of NaN.
+
+Two exact implementations share one set of weights:
+
+- `"dense"`: builds the N x N boolean mask (`cross_mask`) and calls
+  `F.scaled_dot_product_attention`. Readable reference; memory and time grow with N^2.
+- `"structured"`: never forms N x N. On the grid view it scores each query against its own lead's
+  P keys and against the other leads' keys within +/- w seconds (L * (2w + 1) slots), takes one
+  softmax over both sets and sums the values. That is N * (P + L(2w+1)) scores instead of N^2, a
+  large saving for many leads (12 leads x 85 s, w = 1: 8.4x fewer). It runs in chunks of
+  (batch, head) rows with a hand-written backward that recomputes each chunk's probabilities, so
+  its working memory stays small. It computes in the dtype of q, k, v; the softmax is float32.
+
+`benchmarks/cma_attention.py` times both on CPU: for short inputs (12 x 10 tokens) the dense path
+is faster, from a few hundred tokens on the structured one is.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMPLS = ("structured", "dense")
+
+
+def _check_grid(n_tokens: int, grid: tuple[int, int], pad_mask: Tensor | None, batch: int | None) -> None:
+    n_leads, n_patches = grid
+    if n_leads < 1 or n_patches < 1 or n_leads * n_patches != n_tokens:
+        raise ValueError(
+            f"grid (leads={n_leads}, patches={n_patches}) does not match {n_tokens} tokens "
+            f"(need leads * patches == tokens, both >= 1)"
+        )
+    if pad_mask is not None:
+        expected = (batch, n_tokens) if batch is not None else (pad_mask.shape[0], n_tokens)
+        if pad_mask.dim() != 2 or tuple(pad_mask.shape) != expected or pad_mask.dtype != torch.bool:
+            raise ValueError(
+                f"pad_mask must be a bool tensor of shape {expected} (True = padding), "
+                f"got {pad_mask.dtype} {tuple(pad_mask.shape)}"
+            )
+
+
+def _check_tolerance(tolerance: int) -> None:
+    if tolerance < 0:
+        raise ValueError(f"tolerance (mask width) must be >= 0, got {tolerance}")
+
+
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor, grid: tuple[int, int], tolerance: int, pad_mask: Tensor | None):
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape or not q.dtype == k.dtype == v.dtype:
+        raise ValueError(
+            f"q, k, v must be [B, H, N, head_dim] of one shape and dtype, got "
+            f"{tuple(q.shape)} {q.dtype}, {tuple(k.shape)} {k.dtype}, {tuple(v.shape)} {v.dtype}"
+        )
+    _check_tolerance(tolerance)
+    _check_grid(q.shape[2], grid, pad_mask, q.shape[0])
+
+
+def cross_mask(
+    n_leads: int,
+    n_patches: int,
+    tolerance: int,
+    pad_mask: Tensor | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Dense CMA mask, True where query token n may attend key token m.
+
+    pad_mask: bool [B, N], True = padding token (N = n_leads * n_patches, lead-major).
+    Returns bool [B, N, N], or [1, N, N] when pad_mask is None, on pad_mask's device (else
+    `device`). Padded keys are masked except on the diagonal, so no row is ever fully masked.
+    """
+    _check_tolerance(tolerance)
+    n_tokens = n_leads * n_patches
+    _check_grid(n_tokens, (n_leads, n_patches), pad_mask, None)
+    device = pad_mask.device if pad_mask is not None else device
+    token = torch.arange(n_tokens, device=device)
+    lead, second = token // n_patches, token % n_patches  # [N], [N]
+    same_lead = lead[:, None] == lead[None, :]  # [N, N]
+    same_time = (second[:, None] - second[None, :]).abs() <= tolerance  # [N, N]
+    allowed = (same_lead | same_time)[None]  # [1, N, N]
+    if pad_mask is None:
+        return allowed
+    self_pair = torch.eye(n_tokens, dtype=torch.bool, device=device)[None]  # [1, N, N]
+    key_ok = ~pad_mask[:, None, :] | self_pair  # [B, N, N]
+    return allowed & key_ok
+
+
+def _structured_key_bias(
+    n_leads: int, n_patches: int, tolerance: int, pad_mask: Tensor | None, device: torch.device
+) -> Tensor:
+    """Additive score bias of the structured layout: float32 [B|1, L, P, P + (2w+1) * L], 0 or -inf.
+
+    Last axis: the P keys of the query's own lead, then for each window offset o in [-w, w] the key
+    (j', k + o) of every lead j'. The own lead is excluded from the window part (it is in the
+    same-lead part already), as are seconds outside [0, P) and padded keys. A query may always
+    attend to itself. (A float bias, not a bool mask: adding it is ~10x cheaper than masked_fill.)
+    """
+    L, P, w = n_leads, n_patches, tolerance
+    width = 2 * w + 1
+    if pad_mask is None:
+        valid = torch.ones(1, L, P, dtype=torch.bool, device=device)  # [1, L, P]
+    else:
+        valid = ~pad_mask.view(-1, L, P)  # [B, L, P]
+    batch = valid.shape[0]
+    self_pair = torch.eye(P, dtype=torch.bool, device=device)  # [P, P']
+    same_lead = valid[:, :, None, :] | self_pair  # [B, L, P, P']
+    # Time-major validity padded with False by w seconds, then one window per second.
+    valid_t = F.pad(valid.transpose(1, 2), (0, 0, w, w), value=False)  # [B, P + 2w, L]
+    window = valid_t.unfold(1, width, 1).permute(0, 1, 3, 2)  # [B, P, W, L(j')]
+    other_lead = ~torch.eye(L, dtype=torch.bool, device=device)  # [L(j), L(j')]
+    window = window[:, None] & other_lead[None, :, None, None, :]  # [B, L(j), P, W, L(j')]
+    allowed = torch.cat([same_lead, window.reshape(batch, L, P, width * L)], dim=-1)  # [B, L, P, S]
+    return torch.zeros(allowed.shape, device=device).masked_fill_(~allowed, float("-inf"))
+
+
+def _windows(t: Tensor, tolerance: int) -> Tensor:
+    """Keys or values of the +/- w seconds around each second, all leads, zero outside the record.
+
+    t: [R, L, P, hd] -> [R, P, (2w+1) * L, hd]; slot o * L + j' at second k holds t[:, j', k + o - w].
+    """
+    R, L, P, hd = t.shape
+    width = 2 * tolerance + 1
+    padded = F.pad(t, (0, 0, tolerance, tolerance))  # [R, L, P + 2w, hd]
+    win = padded.unfold(2, width, 1)  # [R, L, P, hd, W]
+    win = win.permute(0, 2, 4, 1, 3)  # [R, P, W, L, hd]
+    return win.reshape(R, P, width * L, hd)
+
+
+def _unwindow(g: Tensor, n_leads: int, tolerance: int) -> Tensor:
+    """Adjoint of `_windows`: add each window slot back onto the key it was read from.
+
+    g: [R, P, (2w+1) * L, hd] -> time-major [R, P, L, hd].
+    """
+    R, P, _, hd = g.shape
+    width = 2 * tolerance + 1
+    g = g.view(R, P, width, n_leads, hd)
+    acc = g.new_zeros(R, P + 2 * tolerance, n_leads, hd)  # padded by w seconds
+    for offset in range(width):
+        acc[:, offset : offset + P] += g[:, :, offset]
+    return acc[:, tolerance : tolerance + P]
+
+
+def _matmul_into(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+    """out = a @ b for 4-D operands, written straight into `out` (a contiguous slice)."""
+    torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), out=out.view(-1, *out.shape[-2:]))
+    return out
+
+
+# Score elements per chunk of (batch, head) rows: bounds the structured path's working memory to a
+# few float32 buffers of 1 MiB whatever N is (small enough to stay in cache, which on CPU is as
+# fast as larger chunks), at the cost of a Python loop over chunks.
+_CHUNK_SCORES = 2**18
+
+
+class _StructuredCMA(torch.autograd.Function):
+    """Exact CMA on the grid view, chunked over (batch, head) rows.
+
+    Each query scores its own lead (lead-major [c, L, P, P']) and the other leads within +/- w
+    seconds (computed time-major [c, P, L, W*L]); one softmax runs over both sets side by side
+    ([c, L, P, S], S = P + W*L). Only q, k, v and the output are kept for the backward, which
+    recomputes each chunk's probabilities (as flash attention does), so no chunk's S-sized buffers
+    outlive it.
+    """
+
+    @staticmethod
+    def _probs(q, k, q_t, k_win, bias):
+        """float32 attention probabilities [c, L, P, S] of one chunk; bias: [n, L, P, S], c = n * rows."""
+        s_lead = q @ k.transpose(-1, -2)  # [c, L, P, P']
+        s_win = q_t @ k_win.transpose(-1, -2)  # [c, P, L, W*L]
+        scores = torch.cat([s_lead, s_win.transpose(1, 2)], dim=-1).float()  # [c, L, P, S]
+        scores.view(bias.shape[0], -1, *scores.shape[1:]).add_(bias[:, None])  # [n, c / n, L, P, S]
+        return torch.softmax(scores, dim=-1)
+
+    @staticmethod
+    def _chunks(ctx):
+        """(first row, last row + 1, score bias of its batch elements) of every chunk.
+
+        Row r belongs to batch element r // heads; a chunk holds either whole batch elements or
+        some heads of one element, so its bias is a slice, never a gathered copy.
+        """
+        rows, L, P, _ = ctx.shape
+        bias, heads = ctx.bias, ctx.heads
+        size = max(1, _CHUNK_SCORES // (L * P * bias.shape[-1]))
+        if bias.shape[0] == 1:
+            for r0 in range(0, rows, size):
+                yield r0, min(rows, r0 + size), bias
+        elif size >= heads:
+            size -= size % heads
+            for r0 in range(0, rows, size):
+                r1 = min(rows, r0 + size)
+                yield r0, r1, bias[r0 // heads : r1 // heads]
+        else:
+            for b in range(bias.shape[0]):
+                for h0 in range(0, heads, size):
+                    yield b * heads + h0, b * heads + min(heads, h0 + size), bias[b : b + 1]
+
+    @staticmethod
+    def _dropout_keep(ctx, r0, shape, device):
+        """The same keep-mask in forward and backward, regenerated from a per-chunk seed."""
+        gen = torch.Generator(device=device).manual_seed(ctx.seed + r0)
+        return torch.rand(shape, generator=gen, device=device) >= ctx.dropout_p
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, heads, tolerance, dropout_p):
+        # q, k, v: [R, L, P, hd], R = B * heads; bias: [B|1, L, P, S]
+        ctx.shape, ctx.heads, ctx.tolerance, ctx.dropout_p = q.shape, heads, tolerance, dropout_p
+        ctx.scale = q.shape[-1] ** -0.5
+        ctx.bias = bias
+        ctx.seed = int(torch.randint(0, 2**62, ())) if dropout_p > 0 else 0
+        with torch.autocast(q.device.type, enabled=False):  # compute in the inputs' dtype
+            out = _StructuredCMA._forward_chunks(ctx, q, k, v)
+        ctx.save_for_backward(q, k, v, out)
+        return out
+
+    @staticmethod
+    def _forward_chunks(ctx, q, k, v):
+        P, tolerance, dropout_p = q.shape[2], ctx.tolerance, ctx.dropout_p
+        out = torch.empty_like(v)  # [R, L, P, hd]
+        for r0, r1, chunk_bias in _StructuredCMA._chunks(ctx):
+            qc, kc, vc = q[r0:r1] * ctx.scale, k[r0:r1], v[r0:r1]
+            q_t = qc.transpose(1, 2).contiguous()  # [c, P, L, hd]
+            probs = _StructuredCMA._probs(qc, kc, q_t, _windows(kc, tolerance), chunk_bias)
+            if dropout_p > 0:
+                keep = _StructuredCMA._dropout_keep(ctx, r0, probs.shape, probs.device)
+                probs = probs.mul_(keep).div_(1.0 - dropout_p)
+            probs = probs.to(v.dtype)
+            p_win = probs[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
+            out_win = p_win @ _windows(vc, tolerance)  # [c, P, L, hd]
+            _matmul_into(probs[..., :P], vc, out[r0:r1]).add_(out_win.transpose(1, 2))
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        with torch.autocast(grad_out.device.type, enabled=False):  # compute in the inputs' dtype
+            return _StructuredCMA._backward_chunks(ctx, grad_out)
+
+    @staticmethod
+    def _backward_chunks(ctx, grad_out):
+        q, k, v, out = ctx.saved_tensors
+        w, L, P, p_drop = ctx.tolerance, q.shape[1], q.shape[2], ctx.dropout_p
+        grad_out = grad_out.to(v.dtype)
+        # Softmax backward needs sum_m p_m dp_m per query, which equals dO . O (flash attention).
+        delta = (grad_out.float() * out.float()).sum(-1, keepdim=True)  # [R, L, P, 1]
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        for r0, r1, chunk_bias in _StructuredCMA._chunks(ctx):
+            qc, kc, vc, go = q[r0:r1] * ctx.scale, k[r0:r1], v[r0:r1], grad_out[r0:r1]
+            q_t = qc.transpose(1, 2).contiguous()  # [c, P, L, hd]
+            go_t = go.transpose(1, 2).contiguous()  # [c, P, L, hd]
+            k_win, v_win = _windows(kc, w), _windows(vc, w)  # [c, P, W*L, hd]
+            probs = _StructuredCMA._probs(qc, kc, q_t, k_win, chunk_bias)  # [c, L, P, S], float32
+
+            # Values: gradient through the (dropped-out) probabilities.
+            dp_lead = go @ vc.transpose(-1, -2)  # [c, L, P, P']
+            dp_win = go_t @ v_win.transpose(-1, -2)  # [c, P, L, W*L]
+            grad_p = torch.cat([dp_lead, dp_win.transpose(1, 2)], dim=-1).float()  # [c, L, P, S]
+            used = probs
+            if p_drop > 0:
+                keep = _StructuredCMA._dropout_keep(ctx, r0, probs.shape, probs.device)
+                used = probs * keep / (1.0 - p_drop)
+                grad_p = grad_p.mul_(keep).div_(1.0 - p_drop)
+            used = used.to(v.dtype)
+            used_win = used[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
+            grad_v_win = _unwindow(used_win.transpose(-1, -2) @ go_t, L, w)  # [c, P, L, hd]
+            _matmul_into(used[..., :P].transpose(-1, -2), go, grad_v[r0:r1]).add_(grad_v_win.transpose(1, 2))
+
+            # Softmax backward, then queries and keys.
+            grad_s = probs.mul_(grad_p.sub_(delta[r0:r1])).to(q.dtype)  # [c, L, P, S]
+            grad_s_lead = grad_s[..., :P]  # [c, L, P, P']
+            grad_s_win = grad_s[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
+            grad_q_win = grad_s_win @ k_win  # [c, P, L, hd]
+            _matmul_into(grad_s_lead, kc, grad_q[r0:r1]).add_(grad_q_win.transpose(1, 2)).mul_(ctx.scale)
+            grad_k_win = _unwindow(grad_s_win.transpose(-1, -2) @ q_t, L, w)  # [c, P, L, hd]
+            _matmul_into(grad_s_lead.transpose(-1, -2), qc, grad_k[r0:r1]).add_(grad_k_win.transpose(1, 2))
+        return grad_q, grad_k, grad_v, None, None, None, None
+
+
+def dense_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    grid: tuple[int, int],
+    tolerance: int,
+    pad_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """Reference CMA: the N x N mask from `cross_mask` through `F.scaled_dot_product_attention`.
+
+    q, k, v: [B, H, N, hd] with N = L * P lead-major; pad_mask: bool [B, N] (True = padding).
+    Returns [B, H, N, hd].
+    """
+    _check_qkv(q, k, v, grid, tolerance, pad_mask)
+    mask = cross_mask(grid[0], grid[1], tolerance, pad_mask, device=q.device)  # [B|1, N, N]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], dropout_p=dropout_p)
+
+
+def structured_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    grid: tuple[int, int],
+    tolerance: int,
+    pad_mask: Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> Tensor:
+    """Exact CMA without an N x N mask.
+
+    q, k, v: [B, H, N, hd] with N = L * P lead-major; pad_mask: bool [B, N] (True = padding).
+    Returns [B, H, N, hd], equal to softmax(q k^T / sqrt(hd) + M) v with M from `cross_mask`.
+    """
+    _check_qkv(q, k, v, grid, tolerance, pad_mask)
+    B, H, N, hd = q.shape
+    L, P = grid
+    q = q.reshape(B * H, L, P, hd)
+    k = k.reshape(B * H, L, P, hd)
+    v = v.reshape(B * H, L, P, hd)
+    bias = _structured_key_bias(L, P, tolerance, pad_mask, q.device)  # [B|1, L, P, S]
+    out = _StructuredCMA.apply(q, k, v, bias, H, tolerance, dropout_p)  # [B*H, L, P, hd]
+    return out.reshape(B, H, N, hd)
+
+
+class CrossMaskAttention(nn.Module):
+    """Multi-head Cross-Mask Attention.
+
+    Q, K and V are bias-free projections (the paper's W_Q, W_K, W_V). Q and K then get a LayerNorm
+    over each head's dimension (QK-norm, as in LaBraM and ViT-22B; it bounds the attention logits),
+    V does not (paper). Scores are scaled by 1 / sqrt(head_dim). `dropout` drops attention weights during training. `impl` picks
+    "structured" (default) or the "dense" reference; both use the same parameters and may be
+    switched by assigning `module.impl`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        tolerance: int = 1,
+        qk_norm: bool = True,
+        dropout: float = 0.0,
+        impl: str = "structured",
+    ):
+        super().__init__()
+        if dim % n_heads != 0:
+            raise ValueError(f"dim ({dim}) must be divisible by n_heads ({n_heads})")
+        _check_tolerance(tolerance)
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.dim = dim
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.tolerance = tolerance
+        self.dropout = dropout
+        self.impl = impl
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, grid: tuple[int, int], pad_mask: Tensor | None = None) -> Tensor:
+        """x: [B, N, D] lead-major tokens of an (L, P) grid; pad_mask: bool [B, N], True = padding."""
+        B, N, D = x.shape
+        if D != self.dim:
+            raise ValueError(f"expected token dim {self.dim}, got x of shape {tuple(x.shape)}")
+        _check_grid(N, grid, pad_mask, B)
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {self.impl!r}")
+        qkv = self.qkv(x).view(B, N, 3, self.n_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, hd]
+        q, k = self.q_norm(q), self.k_norm(k)
+        dropout_p = self.dropout if self.training else 0.0
+        q, k = q.to(v.dtype), k.to(v.dtype)  # QK-norm runs in float32 under autocast
+        attend = dense_attention if self.impl == "dense" else structured_attention
+        out = attend(q, k, v, grid, self.tolerance, pad_mask, dropout_p)  # [B, H, N, hd]
+        out = out.transpose(1, 2).reshape(B, N, D)  # [B, N, D]
+        return self.proj(out)
