@@ -27,11 +27,17 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 
+import numba
 import numpy as np
 
-from anyecg.signal.filters import bandpass_sos, notch_sos, upper_edge, zero_phase
+from anyecg.signal.filters import (
+    TILE_ROWS, bandpass_sos, default_padlen, filtfilt_tile, load_odd_extended, notch_sos, steady_state, upper_edge,
+    zero_phase,
+)
 from anyecg.signal.normalize import NORMALIZATIONS, normalize
-from anyecg.signal.resample import fir_reach, resample, resample_ratio, resampled_length
+from anyecg.signal.resample import (
+    fir_reach, polyphase_filter, polyphase_tile, resample, resample_ratio, resampled_length,
+)
 from anyecg.signal.wavelet import THRESHOLD_MODES, block_windows, denoise_rows, wavelet_denoise
 
 RECIPE_VERSION = 1
@@ -50,7 +56,6 @@ class Recipe:
     wavelet: str | None = "db6"  # None skips wavelet denoising
     wavelet_level: int | None = None  # None: deepest level a denoising window supports
     threshold_mode: str = "hard"  # "hard" or "soft" thresholding of the detail coefficients (see wavelet.py)
-    wavelet_extension: str = "symmetric"  # PyWavelets signal extension mode
     wavelet_block_seconds: float = 10.0  # denoising block
     wavelet_margin_seconds: float = 2.0  # context on each side of a block
     normalization: str = "zscore"  # "zscore", "robust" (median / IQR) or "none" (mV)
@@ -143,8 +148,38 @@ def filter_sos(fs: float, recipe: Recipe) -> np.ndarray:
 
 
 def _linear_rows(rows: np.ndarray, fs: float, recipe: Recipe) -> np.ndarray:
-    """float64 [R, T']: steps 1-2 (filters, resampling) of every row of `rows` [R, T]."""
-    return resample(zero_phase(rows, filter_sos(fs, recipe)), fs, recipe.target_fs)
+    """float64 [R, T']: steps 1-2 (filters, resampling) of every row of `rows` [R, T].
+
+    Equal to `resample(zero_phase(rows, filter_sos(fs, recipe)), fs, target_fs)`, in one pass over
+    each tile of rows (no intermediate array).
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    n = rows.shape[1]
+    if n == 0:
+        raise ValueError("cannot clean an empty signal (0 samples)")
+    sos = filter_sos(fs, recipe)
+    up, down = resample_ratio(fs, recipe.target_fs)
+    if len(sos) == 0 or up == down:
+        return resample(zero_phase(rows, sos), fs, recipe.target_fs)
+    taps, shift = polyphase_filter(up, down)
+    padlen = min(default_padlen(sos), n - 1)
+    return _linear_kernel(rows, sos, steady_state(sos), padlen, taps, up, down, shift, resampled_length(n, up, down))
+
+
+@numba.njit(nogil=True, cache=True)
+def _linear_kernel(x, sos, zi, padlen, taps, up, down, shift, n_out):
+    n_rows, n = x.shape
+    out = np.empty((n_rows, n_out))
+    lanes = min(TILE_ROWS, n_rows)
+    buf = np.empty((n + 2 * padlen, lanes))  # [T_ext, G]: rows side by side
+    tile = np.empty((n_out, lanes))
+    for r0 in range(0, n_rows, lanes):
+        load_odd_extended(x, r0, buf, padlen)
+        filtfilt_tile(buf, sos, zi)
+        polyphase_tile(buf, padlen, n, taps, up, down, shift, tile)
+        for g in range(min(lanes, n_rows - r0)):
+            out[r0 + g] = tile[:, g]
+    return out
 
 
 def _denoise(rows: np.ndarray, recipe: Recipe) -> np.ndarray:
@@ -152,8 +187,7 @@ def _denoise(rows: np.ndarray, recipe: Recipe) -> np.ndarray:
     threshold must be decided the same way here, in `clean_stream` and in a float64 reference)."""
     if recipe.wavelet is not None:
         rows = wavelet_denoise(
-            rows, recipe.wavelet, recipe.wavelet_level, recipe.threshold_mode,
-            recipe.wavelet_block, recipe.wavelet_margin, recipe.wavelet_extension,
+            rows, recipe.wavelet, recipe.wavelet_level, recipe.threshold_mode, recipe.wavelet_block, recipe.wavelet_margin
         )
     return rows.astype(np.float32)
 
@@ -180,13 +214,14 @@ def clean_batch(signals: np.ndarray, fs: float, recipe: Recipe = Recipe(), worke
         raise ValueError(f"cannot clean empty signals (shape {signals.shape})")
     rows = signals.reshape(-1, n_samples)  # [B * L, T]
     workers = default_workers() if workers is None else max(1, workers)
-    n_parts = min(len(rows), 4 * workers if workers > 1 else 1)
-    if n_parts <= 1:
+    # About two parts per worker, each a whole number of kernel tiles.
+    part = TILE_ROWS * max(1, math.ceil(len(rows) / (2 * workers * TILE_ROWS)))
+    if workers == 1 or len(rows) <= part:
         out = _clean_rows(rows, fs, recipe)
     else:
-        parts = np.array_split(rows, n_parts)
+        parts = [rows[i : i + part] for i in range(0, len(rows), part)]
         with ThreadPoolExecutor(workers) as pool:
-            out = np.concatenate(list(pool.map(lambda part: _clean_rows(part, fs, recipe), parts)))
+            out = np.concatenate(list(pool.map(lambda p: _clean_rows(p, fs, recipe), parts)))
     return out.reshape(n_records, n_leads, -1)  # [B, L, T']
 
 
@@ -303,4 +338,4 @@ def _window(held: np.ndarray, held_start: int, lo: int, hi: int) -> np.ndarray:
 
 
 def _wavelet_args(recipe: Recipe) -> tuple:
-    return recipe.wavelet, recipe.wavelet_level, recipe.threshold_mode, recipe.wavelet_extension
+    return recipe.wavelet, recipe.wavelet_level, recipe.threshold_mode

@@ -9,14 +9,23 @@ effective output rate is fs * up / down (within 1/1000 relative).
 Output length: round(T * up / down), halves rounded up. `resample_poly` itself returns
 ceil(T * up / down) samples; the last one, when it exceeds the rounded length, lies past the final
 input sample and is dropped.
+
+Speed: `resample` computes what `scipy.signal.resample_poly(x, up, down)` computes (the same
+filter, zero padding and output grid) in a compiled kernel that evaluates each output sample for a
+tile of rows side by side (SIMD across rows); sums are taken in another order, so results agree to
+float64 rounding (~1e-15 relative), not bit for bit.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 
+import numba
 import numpy as np
 import scipy.signal
+
+from anyecg.signal.filters import TILE_ROWS
 
 MAX_DENOMINATOR = 1000
 
@@ -43,8 +52,64 @@ def resample(x: np.ndarray, fs: float, target_fs: float = 300.0, axis: int = -1)
     up, down = resample_ratio(fs, target_fs)
     if up == down:
         return x.copy()
-    y = scipy.signal.resample_poly(x, up, down, axis=axis)
-    return np.take(y, np.arange(resampled_length(n, up, down)), axis=axis)
+    moved = np.moveaxis(x, axis, -1)
+    rows = np.ascontiguousarray(moved).reshape(-1, n)  # [R, T]
+    taps, shift = polyphase_filter(up, down)
+    out = resample_rows(rows, taps, up, down, shift, resampled_length(n, up, down))
+    return np.moveaxis(out.reshape(moved.shape[:-1] + (-1,)), -1, axis)
+
+
+@lru_cache(maxsize=64)
+def polyphase_filter(up: int, down: int) -> tuple[np.ndarray, int]:
+    """(taps, shift) of `scipy.signal.resample_poly(x, up, down)` with its default Kaiser window.
+
+    Output sample j of resample_poly is sum_i x[i] * taps[(j + shift) * down - i * up] (x zero
+    outside the record): scipy's `upfirdn` with its pre-padded filter, after dropping `shift` samples.
+    """
+    half_len = 10 * max(up, down)
+    taps = scipy.signal.firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
+    pre_pad = down - half_len % down
+    taps = np.concatenate([np.zeros(pre_pad), taps])
+    taps.setflags(write=False)
+    return taps, (half_len + pre_pad) // down
+
+
+@numba.njit(nogil=True, cache=True)
+def polyphase_tile(src, offset, n_in, taps, up, down, shift, out):
+    """out[j, g] = sum_i src[offset + i, g] * taps[(j + shift) * down - i * up], 0 <= i < n_in.
+
+    src [T_src, G] and out [n_out, G] hold rows side by side (one lane per row).
+    """
+    n_out, lanes = out.shape
+    n_taps = taps.shape[0]
+    for j in range(n_out):
+        phase = (j + shift) * down
+        i_hi = min(phase // up, n_in - 1)
+        i_lo = max(0, -((n_taps - 1 - phase) // up))  # ceil((phase - n_taps + 1) / up)
+        for g in range(lanes):
+            out[j, g] = 0.0
+        for i in range(i_lo, i_hi + 1):
+            c = taps[phase - i * up]
+            for g in range(lanes):
+                out[j, g] += c * src[offset + i, g]
+
+
+@numba.njit(nogil=True, cache=True)
+def resample_rows(x, taps, up, down, shift, n_out):
+    """float64 [R, n_out]: every row of `x` [R, T] resampled by up / down (see `polyphase_filter`)."""
+    n_rows, n = x.shape
+    out = np.empty((n_rows, n_out))
+    lanes = min(TILE_ROWS, n_rows)
+    src = np.empty((n, lanes))
+    tile = np.empty((n_out, lanes))
+    for r0 in range(0, n_rows, lanes):
+        used = min(lanes, n_rows - r0)
+        for g in range(used):
+            src[:, g] = x[r0 + g]
+        polyphase_tile(src, 0, n, taps, up, down, shift, tile)
+        for g in range(used):
+            out[r0 + g] = tile[:, g]
+    return out
 
 
 def fir_reach(up: int, down: int) -> int:
