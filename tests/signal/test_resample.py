@@ -58,9 +58,18 @@ def test_same_rate_is_a_copy():
     np.testing.assert_array_equal(resample(x, 300), x)
 
 
-def test_matches_scipy_resample_poly_inside_the_record():
-    x = np.random.default_rng(1).standard_normal((3, 3600))
-    np.testing.assert_allclose(resample(x, 360), scipy.signal.resample_poly(x, 5, 6, axis=-1)[:, :3000], atol=1e-12)
+@pytest.mark.parametrize("rows", [3, 40])  # scipy below 8 rows, the tiled kernel from 8 on
+@pytest.mark.parametrize("fs", RATES + [128.5])
+def test_equals_scipy_resample_poly(fs, rows):
+    x = np.random.default_rng(rows).standard_normal((rows, 3601))
+    up, down = resample_ratio(fs, 300)
+    expected = scipy.signal.resample_poly(x, up, down, axis=-1)[:, : rounded(3601, fs)]
+    np.testing.assert_allclose(resample(x, fs), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_resample_along_another_axis():
+    x = np.random.default_rng(0).standard_normal((500, 9))
+    np.testing.assert_allclose(resample(x, 500, axis=0), scipy.signal.resample_poly(x, 3, 5, axis=0), atol=1e-12)
 
 
 def _peak_offsets(shared_data, transform) -> np.ndarray:

@@ -12,10 +12,13 @@ applies step 4 on read. `preprocess` runs all four for one record.
 The `Recipe` holding every parameter is saved with each prepared dataset and each checkpoint; a
 model refuses input prepared with another one (`Recipe.check_compatible`).
 
-Throughput: `clean_batch` cleans many same-rate, same-length records in one call. Every step is
-vectorised over all leads of all records (scipy's sosfiltfilt and resample_poly run along the last
-axis of one [B * L, T] array, PyWavelets decomposes all windows of equal length in one call), and
-row blocks are spread over a few threads: all three libraries release the GIL in their loops.
+Throughput: `clean_batch` cleans many same-rate, same-length records in one call. All leads of all
+records form one [B * L, T] array whose rows go through compiled kernels 32 at a time, side by side
+in memory, so each sequential recursion (IIR filter, FIR, wavelet filter bank) runs in SIMD lanes
+across rows: filters and resampling in one pass per tile (`_linear_kernel`), then the wavelet step
+(`anyecg.signal.wavelet`). The kernels compute what scipy's sosfiltfilt / resample_poly and
+PyWavelets compute (tests compare them); they release the GIL, and row blocks are spread over a few
+threads. Measured figures: `benchmarks/preprocess.py`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numba
 import numpy as np
 
 from anyecg.signal.filters import (
-    TILE_ROWS, bandpass_sos, default_padlen, filtfilt_tile, load_odd_extended, notch_sos, steady_state, upper_edge,
+    MIN_KERNEL_ROWS, TILE_ROWS, bandpass_sos, default_padlen, filtfilt_tile, load_odd_extended, notch_sos, steady_state, upper_edge,
     zero_phase,
 )
 from anyecg.signal.normalize import NORMALIZATIONS, normalize
@@ -159,7 +162,7 @@ def _linear_rows(rows: np.ndarray, fs: float, recipe: Recipe) -> np.ndarray:
         raise ValueError("cannot clean an empty signal (0 samples)")
     sos = filter_sos(fs, recipe)
     up, down = resample_ratio(fs, recipe.target_fs)
-    if len(sos) == 0 or up == down:
+    if len(sos) == 0 or up == down or len(rows) < MIN_KERNEL_ROWS:
         return resample(zero_phase(rows, sos), fs, recipe.target_fs)
     taps, shift = polyphase_filter(up, down)
     padlen = min(default_padlen(sos), n - 1)

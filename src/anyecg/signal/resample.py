@@ -12,8 +12,8 @@ input sample and is dropped.
 
 Speed: `resample` computes what `scipy.signal.resample_poly(x, up, down)` computes (the same
 filter, zero padding and output grid) in a compiled kernel that evaluates each output sample for a
-tile of rows side by side (SIMD across rows); sums are taken in another order, so results agree to
-float64 rounding (~1e-15 relative), not bit for bit.
+tile of rows side by side (SIMD across rows), to float64 rounding; fewer than 8 rows go through
+scipy itself.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import scipy.signal
 
-from anyecg.signal.filters import TILE_ROWS
+from anyecg.signal.filters import MIN_KERNEL_ROWS, TILE_ROWS
 
 MAX_DENOMINATOR = 1000
 
@@ -52,10 +52,14 @@ def resample(x: np.ndarray, fs: float, target_fs: float = 300.0, axis: int = -1)
     up, down = resample_ratio(fs, target_fs)
     if up == down:
         return x.copy()
+    n_out = resampled_length(n, up, down)
     moved = np.moveaxis(x, axis, -1)
     rows = np.ascontiguousarray(moved).reshape(-1, n)  # [R, T]
+    if len(rows) < MIN_KERNEL_ROWS:
+        y = scipy.signal.resample_poly(x, up, down, axis=axis)
+        return np.moveaxis(np.moveaxis(y, axis, -1)[..., :n_out], -1, axis)
     taps, shift = polyphase_filter(up, down)
-    out = resample_rows(rows, taps, up, down, shift, resampled_length(n, up, down))
+    out = resample_rows(rows, taps, up, down, shift, n_out)
     return np.moveaxis(out.reshape(moved.shape[:-1] + (-1,)), -1, axis)
 
 
