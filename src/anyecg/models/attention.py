@@ -15,7 +15,7 @@ Two exact implementations share one set of weights:
   softmax over both sets and sums the values. That is N * (P + L(2w+1)) scores instead of N^2, a
   large saving for many leads (12 leads x 85 s, w = 1: 8.4x fewer). It runs in chunks of
   (batch, head) rows with a hand-written backward that recomputes each chunk's probabilities, so
-  its working memory stays small. It computes in the dtype of q, k, v; the softmax is float32.
+  its working memory stays small. It computes in the dtype of q, k, v; the softmax is float32 (float64 for float64 inputs).
 
 `benchmarks/cma_attention.py` times both on CPU: for short inputs (12 x 10 tokens) the dense path
 is faster, from a few hundred tokens on the structured one is.
@@ -146,6 +146,11 @@ def _unwindow(g: Tensor, n_leads: int, tolerance: int) -> Tensor:
     return acc[:, tolerance : tolerance + P]
 
 
+def _softmax_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Softmax and its backward run in float32, or float64 when the inputs are float64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _matmul_into(a: Tensor, b: Tensor, out: Tensor) -> Tensor:
     """out = a @ b for 4-D operands, written straight into `out` (a contiguous slice)."""
     torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), out=out.view(-1, *out.shape[-2:]))
@@ -170,10 +175,13 @@ class _StructuredCMA(torch.autograd.Function):
 
     @staticmethod
     def _probs(q, k, q_t, k_win, bias):
-        """float32 attention probabilities [c, L, P, S] of one chunk; bias: [n, L, P, S], c = n * rows."""
+        """Attention probabilities [c, L, P, S] of one chunk (float32, float64 for float64 inputs).
+
+        bias: [n, L, P, S] with c = n * rows: each bias entry serves c / n consecutive rows.
+        """
         s_lead = q @ k.transpose(-1, -2)  # [c, L, P, P']
         s_win = q_t @ k_win.transpose(-1, -2)  # [c, P, L, W*L]
-        scores = torch.cat([s_lead, s_win.transpose(1, 2)], dim=-1).float()  # [c, L, P, S]
+        scores = torch.cat([s_lead, s_win.transpose(1, 2)], dim=-1).to(_softmax_dtype(q.dtype))  # [c, L, P, S]
         scores.view(bias.shape[0], -1, *scores.shape[1:]).add_(bias[:, None])  # [n, c / n, L, P, S]
         return torch.softmax(scores, dim=-1)
 
@@ -221,7 +229,7 @@ class _StructuredCMA(torch.autograd.Function):
     @staticmethod
     def _forward_chunks(ctx, q, k, v):
         P, tolerance, dropout_p = q.shape[2], ctx.tolerance, ctx.dropout_p
-        out = torch.empty_like(v)  # [R, L, P, hd]
+        out = torch.empty(v.shape, dtype=v.dtype, device=v.device)  # [R, L, P, hd]
         for r0, r1, chunk_bias in _StructuredCMA._chunks(ctx):
             qc, kc, vc = q[r0:r1] * ctx.scale, k[r0:r1], v[r0:r1]
             q_t = qc.transpose(1, 2).contiguous()  # [c, P, L, hd]
@@ -247,19 +255,20 @@ class _StructuredCMA(torch.autograd.Function):
         w, L, P, p_drop = ctx.tolerance, q.shape[1], q.shape[2], ctx.dropout_p
         grad_out = grad_out.to(v.dtype)
         # Softmax backward needs sum_m p_m dp_m per query, which equals dO . O (flash attention).
-        delta = (grad_out.float() * out.float()).sum(-1, keepdim=True)  # [R, L, P, 1]
-        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        acc = _softmax_dtype(q.dtype)
+        delta = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)  # [R, L, P, 1]
+        grad_q, grad_k, grad_v = (torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
         for r0, r1, chunk_bias in _StructuredCMA._chunks(ctx):
             qc, kc, vc, go = q[r0:r1] * ctx.scale, k[r0:r1], v[r0:r1], grad_out[r0:r1]
             q_t = qc.transpose(1, 2).contiguous()  # [c, P, L, hd]
             go_t = go.transpose(1, 2).contiguous()  # [c, P, L, hd]
             k_win, v_win = _windows(kc, w), _windows(vc, w)  # [c, P, W*L, hd]
-            probs = _StructuredCMA._probs(qc, kc, q_t, k_win, chunk_bias)  # [c, L, P, S], float32
+            probs = _StructuredCMA._probs(qc, kc, q_t, k_win, chunk_bias)  # [c, L, P, S], acc dtype
 
             # Values: gradient through the (dropped-out) probabilities.
             dp_lead = go @ vc.transpose(-1, -2)  # [c, L, P, P']
             dp_win = go_t @ v_win.transpose(-1, -2)  # [c, P, L, W*L]
-            grad_p = torch.cat([dp_lead, dp_win.transpose(1, 2)], dim=-1).float()  # [c, L, P, S]
+            grad_p = torch.cat([dp_lead, dp_win.transpose(1, 2)], dim=-1).to(acc)  # [c, L, P, S]
             used = probs
             if p_drop > 0:
                 keep = _StructuredCMA._dropout_keep(ctx, r0, probs.shape, probs.device)
@@ -317,9 +326,7 @@ def structured_attention(
     _check_qkv(q, k, v, grid, tolerance, pad_mask)
     B, H, N, hd = q.shape
     L, P = grid
-    q = q.reshape(B * H, L, P, hd)
-    k = k.reshape(B * H, L, P, hd)
-    v = v.reshape(B * H, L, P, hd)
+    q, k, v = (t.reshape(B * H, L, P, hd).contiguous() for t in (q, k, v))
     bias = _structured_key_bias(L, P, tolerance, pad_mask, q.device)  # [B|1, L, P, S]
     out = _StructuredCMA.apply(q, k, v, bias, H, tolerance, dropout_p)  # [B*H, L, P, hd]
     return out.reshape(B, H, N, hd)
