@@ -123,6 +123,22 @@ def test_clean_stream_equals_clean_on_a_whole_mitbih_record(shared_data):
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "fs, recipe",
+    [(257, Recipe(wavelet=None)), (1000, Recipe(notch_hz=60.0)), (200, Recipe(threshold_mode="soft"))],
+)
+def test_clean_stream_equals_clean_at_other_rates(shared_data, fs, recipe):
+    """Segment edges must fall on the polyphase grid for any up/down (257 Hz: down = 257)."""
+    signal = wfdb.rdrecord(str(shared_data / "mitdb" / "100"), sampto=360 * 600).p_signal.T  # read as if at `fs`
+    whole = clean(signal, fs, recipe)
+    step = 12_345
+    streamed = np.concatenate(
+        list(clean_stream((signal[:, i : i + step] for i in range(0, signal.shape[1], step)), fs, recipe)), axis=1
+    )
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-5)
+
+
 def test_preprocess_is_clean_then_normalize(cinc_records):
     recipe = Recipe(normalization="robust")
     cleaned = clean(cinc_records[0], 500, recipe)
