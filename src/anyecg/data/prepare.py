@@ -78,11 +78,14 @@ def prepare(config: PrepareConfig) -> PrepareResult:
 
     todo = [s for s in range(n_shards) if not (out / SHARD_DIR / f"{shard_name(s)}.parquet").is_file()]
     by_shard = {s: group["source"].tolist() for s, group in plan.groupby("shard")}
-    jobs = [(s, by_shard[s], config.recipe, config.fs, config.leads, out) for s in todo]
+    # Each worker process cleans with one thread; a single process lets clean_batch use every core.
+    threads = 1 if config.workers > 1 and len(todo) > 1 else None
+    jobs = [(s, by_shard[s], config.recipe, config.fs, config.leads, out, threads) for s in todo]
 
     bar = tqdm(total=len(plan), unit="rec", desc="prepare", disable=not config.progress, file=sys.stderr)
     bar.update(len(plan) - sum(len(by_shard[s]) for s in todo))
     if config.workers > 1 and len(jobs) > 1:
+        _compile_kernels(config.recipe)  # forked workers inherit the compiled preprocessing kernels
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ProcessPoolExecutor(max_workers=min(config.workers, len(jobs)), mp_context=context) as pool:
             for future in as_completed([pool.submit(prepare_shard, *job) for job in jobs]):
@@ -124,7 +127,7 @@ def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig) ->
     if not records:
         raise StoreError(f"no records found in {[str(s) for s in sources]}")
     out.mkdir(parents=True, exist_ok=True)
-    per_shard = config.records_per_shard or max(16, min(1024, math.ceil(len(records) / (4 * max(config.workers, 1)))))
+    per_shard = config.records_per_shard or max(1, min(1024, math.ceil(len(records) / (4 * max(config.workers, 1)))))
     plan = pd.DataFrame({"source": records, "shard": [i // per_shard for i in range(len(records))]})
     atomic_write_bytes(out / RECIPE, config.recipe.to_json().encode())
     atomic_write_parquet(plan, plan_path)
@@ -134,13 +137,18 @@ def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig) ->
 # ---------------------------------------------------------------- worker side: one shard per call
 
 
+def _compile_kernels(recipe: Recipe) -> None:
+    clean_batch(np.zeros((1, 12, 5000)), 500.0, recipe, workers=1)
+
+
 def prepare_shard(
-    shard: int, sources: list[str], recipe: Recipe, fs: float | None, leads: list[str] | None, out: Path
+    shard: int, sources: list[str], recipe: Recipe, fs: float | None, leads: list[str] | None, out: Path,
+    threads: int | None = None,
 ) -> int:
     """Clean every record of one shard into its .f32 file and index; returns the number of records seen."""
     shard_dir = Path(out) / SHARD_DIR
     name = shard_name(shard)
-    writer = _ShardWriter(shard_dir / f"{name}.f32.tmp", shard, recipe)
+    writer = _ShardWriter(shard_dir / f"{name}.f32.tmp", shard, recipe, threads)
     skipped: list[dict] = []
     pending: dict[tuple, list[Recording]] = defaultdict(list)  # same (fs, leads, samples) -> one batch
 
@@ -170,10 +178,11 @@ def prepare_shard(
 class _ShardWriter:
     """Appends cleaned records to a temporary sample file; `finish` renames everything into place."""
 
-    def __init__(self, tmp_path: Path, shard: int, recipe: Recipe):
+    def __init__(self, tmp_path: Path, shard: int, recipe: Recipe, threads: int | None):
         self.tmp_path = tmp_path
         self.shard = shard
         self.recipe = recipe
+        self.threads = threads
         self.handle = open(tmp_path, "wb")
         self.offset = 0  # in float32 elements
         self.rows: list[dict] = []
@@ -181,7 +190,7 @@ class _ShardWriter:
 
     def write_batch(self, records: list[Recording]) -> None:
         signals = np.stack([r.signal for r in records])  # [B, L, T]
-        cleaned = clean_batch(signals, records[0].fs, self.recipe)  # [B, L, T'] mV at target_fs
+        cleaned = clean_batch(signals, records[0].fs, self.recipe, self.threads)  # [B, L, T'] mV at target_fs
         for record, signal in zip(records, cleaned):
             _, offset, scale = normalize(signal, self.recipe)
             self.handle.write(_time_major_bytes(signal))
