@@ -171,6 +171,8 @@ def test_from_dict_rejects_unknown_keys_and_bad_values():
         Recipe(bandpass_hz=(40.0, 0.5))
     with pytest.raises(ValueError, match="whole number"):
         Recipe(patch_seconds=0.3333)
+    with pytest.raises(ValueError, match="filter_order must be a pair"):
+        Recipe(filter_order=4)
 
 
 def test_check_compatible_lists_every_differing_field():

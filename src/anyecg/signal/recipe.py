@@ -68,14 +68,17 @@ class Recipe:
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:  # JSON gives lists back
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise ValueError(f"invalid preprocessing recipe: {name} must be a pair, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
         low, high = self.bandpass_hz
         problems = []
         if self.target_fs <= 0:
             problems.append(f"target_fs must be > 0, got {self.target_fs}")
         if not 0 <= low < high:
             problems.append(f"bandpass_hz must satisfy 0 <= low < high, got {self.bandpass_hz}")
-        if len(self.filter_order) != 2 or min(self.filter_order) < 0:
+        if min(self.filter_order) < 0:
             problems.append(f"filter_order must be two orders >= 0 (high-pass, low-pass), got {self.filter_order}")
         if self.notch_hz is not None and (self.notch_hz <= 0 or self.notch_q <= 0):
             problems.append(f"notch_hz and notch_q must be > 0, got {self.notch_hz}, {self.notch_q}")
