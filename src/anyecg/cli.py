@@ -46,6 +46,73 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
 
 
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="prepared store (anyecg prepare)")
+    p.add_argument("--preset", default="anyecg-small", help="model size (see `anyecg models`)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (a rerun resumes from its last checkpoint)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=32, help="global batch (all processes, all accumulation steps)")
+    p.add_argument("--accumulation", type=int, default=1)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain-tokenizer", help="stage 1: train the ECG tokenizer (rhythm codebook)")
+    _add_train_options(p)
+    p = sub.add_parser("pretrain", help="stage 2: masked rhythm-code pretraining with a frozen tokenizer")
+    _add_train_options(p)
+    p.add_argument("--tokenizer", required=True, type=Path, help="stage-1 run folder")
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list model presets of every family")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+
+
+def _train_config(args: argparse.Namespace):
+    from anyecg.training.loop import TrainConfig
+
+    return TrainConfig(
+        max_steps=args.steps, batch_size=args.batch_size, accumulation=args.accumulation, lr=args.lr,
+        warmup_steps=min(args.warmup, max(args.steps // 10, 1)), precision=args.precision, seed=args.seed,
+        save_every=args.save_every, log_every=args.log_every, device=args.device,
+    )
+
+
+def cmd_pretrain_tokenizer(args: argparse.Namespace) -> int:
+    from anyecg.training.pretrain import pretrain_tokenizer
+
+    metrics = pretrain_tokenizer(args.data, args.preset, args.out, _train_config(args))
+    print(json.dumps({"out": str(args.out), **metrics}))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from anyecg.training.pretrain import pretrain_backbone
+
+    metrics = pretrain_backbone(args.data, args.tokenizer, args.preset, args.out, _train_config(args))
+    print(json.dumps({"out": str(args.out), **metrics}))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from anyecg.models.presets import list_presets
+
+    presets = list_presets()
+    if args.json:
+        print(json.dumps(presets, indent=2))
+        return 0
+    for preset in presets:
+        print(f"{preset['name']:<16} {preset['family']:<10} {preset['parameters'] / 1e6:>9.2f}M  {preset['description']}")
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from anyecg.data.prepare import PrepareConfig, prepare
     from anyecg.signal.recipe import Recipe
@@ -103,7 +170,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "inspect": cmd_inspect, "demo": cmd_demo}
+COMMANDS = {
+    "prepare": cmd_prepare, "inspect": cmd_inspect, "demo": cmd_demo, "models": cmd_models,
+    "pretrain-tokenizer": cmd_pretrain_tokenizer, "pretrain": cmd_pretrain,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_inspect(sub)
+    _add_pretrain(sub)
+    _add_models(sub)
     _add_demo(sub)
     return parser
 

@@ -104,8 +104,11 @@ class StoreWindows(Dataset):
         }
 
 
-def collate_windows(items: list[dict]) -> dict[str, torch.Tensor]:
+def collate_windows(items: list[dict], token_budget: int = 1024) -> dict[str, torch.Tensor]:
     """Pad a list of windows to the batch's largest lead count and patch count.
+
+    Windows with few leads may be long (a 2-lead window holds 512 s of the budget); batched with
+    12-lead windows they are cut to the seconds that fit the budget at the batch's lead count.
 
     Returns `patches [B, L, P, S]`, `lead_ids [B, L]`, `pad_mask [B, L, P]` (True where the token is
     padding: an absent lead or a second past the window's end), `partial [B, L, P]` (True for a
@@ -114,18 +117,18 @@ def collate_windows(items: list[dict]) -> dict[str, torch.Tensor]:
     """
     batch = len(items)
     n_leads = max(item["patches"].shape[0] for item in items)
-    n_patches = max(item["patches"].shape[1] for item in items)
+    n_patches = min(max(item["patches"].shape[1] for item in items), token_budget // n_leads)
     size = items[0]["patches"].shape[2]
     patches = torch.zeros(batch, n_leads, n_patches, size)
     ids = torch.zeros(batch, n_leads, dtype=torch.long)
     pad_mask = torch.ones(batch, n_leads, n_patches, dtype=torch.bool)
     partial = torch.zeros(batch, n_leads, n_patches, dtype=torch.bool)
     for b, item in enumerate(items):
-        L, P, _ = item["patches"].shape
-        patches[b, :L, :P] = item["patches"]
+        L, P = item["patches"].shape[0], min(item["patches"].shape[1], n_patches)
+        patches[b, :L, :P] = item["patches"][:, :P]
         ids[b, :L] = item["lead_ids"]
         pad_mask[b, :L, :P] = False
-        partial[b, :L, :P] = item["padded_tail"]
+        partial[b, :L, :P] = item["padded_tail"][:, :P]
     age = torch.tensor([item["age"] for item in items], dtype=torch.float32)
     sex = torch.tensor([item["sex"] for item in items], dtype=torch.long)
     return {

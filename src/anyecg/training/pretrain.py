@@ -1,0 +1,111 @@
+"""AnyECG pretraining: stage 1 (the tokenizer) and stage 2 (masked rhythm-code modeling).
+
+Both stages read windows of a prepared store and run the one training loop in `loop.py`; see its
+docstring for single-process, torchrun and multi-node launches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from anyecg.data.dataset import StoreWindows, collate_windows
+from anyecg.data.store import Store
+from anyecg.models.backbone import Backbone, BackboneConfig
+from anyecg.models.presets import backbone_config, tokenizer_config
+from anyecg.models.tokenizer import Tokenizer, TokenizerConfig
+from anyecg.training.checkpoint import load_config, load_state_dict_strict
+from anyecg.training.loop import FINAL, TrainConfig, train
+
+
+class MaskedCodeModel(nn.Module):
+    """Stage 2: a frozen tokenizer turns every patch into its code; the backbone predicts the masked ones.
+
+    The checkpoint holds both, so one folder can `tokenize` and `embed`.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, backbone: Backbone):
+        super().__init__()
+        if tokenizer.config.num_codes != backbone.config.num_codes:
+            raise ValueError(
+                f"tokenizer has {tokenizer.config.num_codes} codes but the backbone predicts {backbone.config.num_codes}"
+            )
+        self.tokenizer = tokenizer.requires_grad_(False).eval()
+        self.backbone = backbone
+
+    def train(self, mode: bool = True) -> "MaskedCodeModel":
+        super().train(mode)
+        self.tokenizer.eval()  # frozen: no codebook updates, no dropout
+        return self
+
+    def forward(self, batch: dict):
+        with torch.no_grad():
+            codes = self.tokenizer.encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, L, P]
+        return self.backbone(batch, codes=codes)
+
+
+def model_config(stage: str, preset: str | None, tokenizer: TokenizerConfig, backbone: BackboneConfig | None) -> dict:
+    config = {"family": "anyecg", "stage": stage, "preset": preset, "tokenizer": dataclasses.asdict(tokenizer)}
+    if backbone is not None:
+        config["backbone"] = dataclasses.asdict(backbone)
+    return config
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """A tokenizer from a stage-1 (or stage-2) checkpoint folder, strictly loaded, in eval mode."""
+    config = load_config(directory)
+    tokenizer = Tokenizer(TokenizerConfig(**config["tokenizer"]))
+    if config["stage"] == "tokenizer":
+        load_state_dict_strict(tokenizer, directory)
+    else:
+        holder = MaskedCodeModel(tokenizer, Backbone(BackboneConfig(**config["backbone"])))
+        load_state_dict_strict(holder, directory)
+    return tokenizer.eval()
+
+
+def _windows(store: Store, split: str | None, seed: int) -> StoreWindows:
+    windows = StoreWindows(store, split, random_crop=True, seed=seed)
+    if len(windows) == 0:
+        raise ValueError(f"{store.root}: no records in split {split!r} to train on")
+    return windows
+
+
+def pretrain_tokenizer(
+    data: str | Path, preset: str, out: str | Path, config: TrainConfig, *, split: str | None = "train", **overrides
+) -> dict[str, float]:
+    """Stage 1 on the store's `split` records; the finished tokenizer lands in `out/final`."""
+    store = Store(data)
+    tok_config = tokenizer_config(preset, **overrides)
+    model = Tokenizer(tok_config)
+    return train(
+        model, _windows(store, split, config.seed), collate_windows, config, out,
+        model_config=model_config("tokenizer", preset, tok_config, None), recipe_json=store.recipe.to_json(),
+    )
+
+
+def pretrain_backbone(
+    data: str | Path, tokenizer_dir: str | Path, preset: str, out: str | Path, config: TrainConfig,
+    *, split: str | None = "train", **overrides,
+) -> dict[str, float]:
+    """Stage 2 with the frozen tokenizer of `tokenizer_dir` (a stage-1 run folder or its `final`)."""
+    store = Store(data)
+    tokenizer_dir = _final(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    saved_recipe = (tokenizer_dir / "recipe.json")
+    if saved_recipe.is_file():
+        type(store.recipe).from_json(saved_recipe.read_text()).check_compatible(store.recipe)
+    bb_config = backbone_config(preset, num_codes=tokenizer.config.num_codes, **overrides)
+    model = MaskedCodeModel(tokenizer, Backbone(bb_config))
+    return train(
+        model, _windows(store, split, config.seed), collate_windows, config, out,
+        model_config=model_config("pretrain", preset, tokenizer.config, bb_config), recipe_json=store.recipe.to_json(),
+    )
+
+
+def _final(directory: str | Path) -> Path:
+    """Accept a run folder or its `final` checkpoint."""
+    directory = Path(directory)
+    return directory / FINAL if (directory / FINAL / "config.json").is_file() else directory
