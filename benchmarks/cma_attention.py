@@ -18,7 +18,9 @@ Three exact implementations of the same attention, on the same q, k, v:
 Time: best of `--repeats` wall-clock forward + backward runs, implementations interleaved.
 Memory: peak bytes allocated (and not yet freed) during one forward + backward, summed from the
 profiler's allocator events (`torch.profiler` with `profile_memory=True`); q, k, v already exist,
-their gradients and the output are counted. The whole module (projections included) is timed too.
+their gradients and the output are counted (`qkv_grads_and_output_mib`, the same for every
+implementation, says how much of each peak that is). The whole module (projections included) is
+timed too.
 Ratios are against `dense` and `dense_math` timed in the same run. Timings are wall-clock on a
 shared 2-core machine: other processes running at the same time lower and blur them.
 The last line printed is one JSON object.
@@ -53,7 +55,7 @@ def ragged_pad_mask(batch: int, n_leads: int, n_patches: int) -> torch.Tensor:
 
 
 def attention_step(impl: str, q, k, v, grid, tolerance, pad_mask, grad_out):
-    """One forward + backward of the attention core; leaves the gradients on q, k, v."""
+    """One forward + backward of the attention core, gradients on q, k, v cleared first."""
     for t in (q, k, v):
         t.grad = None
     if impl == "structured":
@@ -66,8 +68,14 @@ def attention_step(impl: str, q, k, v, grid, tolerance, pad_mask, grad_out):
     out.backward(grad_out)
 
 
-def peak_bytes(fn) -> int:
-    """Peak of live bytes allocated while fn runs, from the profiler's allocator events."""
+def peak_bytes(fn, before=None) -> int:
+    """Peak of live bytes allocated while fn runs, from the profiler's allocator events.
+
+    `before` runs first, outside the profile: freeing there what fn would free (old gradients) keeps
+    frees of blocks the profiler never saw allocated out of the count.
+    """
+    if before is not None:
+        before()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
@@ -100,7 +108,12 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
     impls = ("dense", "dense_math", "structured")
     steps = {impl: (lambda impl=impl: attention_step(impl, q, k, v, grid, tolerance, pad_mask, grad_out)) for impl in impls}
     time_ms = best_ms(steps, repeats)
-    peak_mib = {impl: round(peak_bytes(steps[impl]) / 2**20, 2) for impl in impls}
+
+    def clear_grads() -> None:
+        for t in (q, k, v):
+            t.grad = None
+
+    peak_mib = {impl: round(peak_bytes(steps[impl], before=clear_grads) / 2**20, 2) for impl in impls}
 
     module = CrossMaskAttention(DIM, HEADS, tolerance=tolerance)
     x = torch.randn(batch, n_tokens, DIM, requires_grad=True)
@@ -117,6 +130,7 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
         "batch": batch,
         "time_ms": time_ms,
         "peak_mib": peak_mib,
+        "qkv_grads_and_output_mib": round(4 * q.numel() * q.element_size() / 2**20, 2),
         "module_time_ms": module_ms,
         "speedup_vs_dense": round(time_ms["dense"] / time_ms["structured"], 2),
         "speedup_vs_dense_math": round(time_ms["dense_math"] / time_ms["structured"], 2),
@@ -128,7 +142,7 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tolerance", type=int, default=1, help="CMA mask width w")
     args = parser.parse_args()
 

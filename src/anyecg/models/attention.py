@@ -221,73 +221,79 @@ class _StructuredCMA(torch.autograd.Function):
         ctx.scale = q.shape[-1] ** -0.5
         ctx.bias = bias
         ctx.seed = int(torch.randint(0, 2**62, ())) if dropout_p > 0 else 0
-        with torch.autocast(q.device.type, enabled=False):  # compute in the inputs' dtype
-            out = _StructuredCMA._forward_chunks(ctx, q, k, v)
-        ctx.save_for_backward(q, k, v, out)
-        return out
-
-    @staticmethod
-    def _forward_chunks(ctx, q, k, v):
-        P, tolerance, dropout_p = q.shape[2], ctx.tolerance, ctx.dropout_p
         out = torch.empty(v.shape, dtype=v.dtype, device=v.device)  # [R, L, P, hd]
-        for r0, r1, chunk_bias in _StructuredCMA._chunks(ctx):
-            qc, kc, vc = q[r0:r1] * ctx.scale, k[r0:r1], v[r0:r1]
-            q_t = qc.transpose(1, 2).contiguous()  # [c, P, L, hd]
-            probs = _StructuredCMA._probs(qc, kc, q_t, _windows(kc, tolerance), chunk_bias)
-            if dropout_p > 0:
-                keep = _StructuredCMA._dropout_keep(ctx, r0, probs.shape, probs.device)
-                probs = probs.mul_(keep).div_(1.0 - dropout_p)
-            probs = probs.to(v.dtype)
-            p_win = probs[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
-            out_win = p_win @ _windows(vc, tolerance)  # [c, P, L, hd]
-            _matmul_into(probs[..., :P], vc, out[r0:r1]).add_(out_win.transpose(1, 2))
+        with torch.autocast(q.device.type, enabled=False):  # compute in the inputs' dtype
+            for r0, r1, chunk_bias in _StructuredCMA._chunks(ctx):
+                _StructuredCMA._forward_chunk(ctx, r0, q[r0:r1], k[r0:r1], v[r0:r1], chunk_bias, out[r0:r1])
+        ctx.save_for_backward(q, k, v, out)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        with torch.autocast(grad_out.device.type, enabled=False):  # compute in the inputs' dtype
-            return _StructuredCMA._backward_chunks(ctx, grad_out)
+        q, k, v, out = ctx.saved_tensors
+        grad_out = grad_out.to(v.dtype)
+        grads = [torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3)]  # dq, dk, dv
+        with torch.autocast(q.device.type, enabled=False):  # compute in the inputs' dtype
+            for r0, r1, chunk_bias in _StructuredCMA._chunks(ctx):
+                rows = slice(r0, r1)
+                _StructuredCMA._backward_chunk(
+                    ctx, r0, q[rows], k[rows], v[rows], out[rows], grad_out[rows], chunk_bias, *(g[rows] for g in grads)
+                )
+        return *grads, None, None, None, None
+
+    # One chunk per call, so its buffers are freed on return rather than living on into the next.
+    @staticmethod
+    def _forward_chunk(ctx, r0, q, k, v, bias, out):
+        """Writes the chunk's output into `out`; q, k, v, out: [c, L, P, hd]."""
+        P, w = q.shape[2], ctx.tolerance
+        q = q * ctx.scale
+        probs = _StructuredCMA._probs(q, k, q.transpose(1, 2).contiguous(), _windows(k, w), bias)  # [c, L, P, S]
+        if ctx.dropout_p > 0:
+            keep = _StructuredCMA._dropout_keep(ctx, r0, probs.shape, probs.device)
+            probs = probs.mul_(keep).div_(1.0 - ctx.dropout_p)
+        probs = probs.to(v.dtype)
+        p_win = probs[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
+        out_win = p_win @ _windows(v, w)  # [c, P, L, hd]
+        _matmul_into(probs[..., :P], v, out).add_(out_win.transpose(1, 2))
 
     @staticmethod
-    def _backward_chunks(ctx, grad_out):
-        q, k, v, out = ctx.saved_tensors
-        w, L, P, p_drop = ctx.tolerance, q.shape[1], q.shape[2], ctx.dropout_p
-        grad_out = grad_out.to(v.dtype)
-        # Softmax backward needs sum_m p_m dp_m per query, which equals dO . O (flash attention).
+    def _backward_chunk(ctx, r0, q, k, v, out, grad_out, bias, grad_q, grad_k, grad_v):
+        """Writes the chunk's gradients into grad_q, grad_k, grad_v; every tensor [c, L, P, hd]."""
+        L, P, w, p_drop = q.shape[1], q.shape[2], ctx.tolerance, ctx.dropout_p
         acc = _softmax_dtype(q.dtype)
-        delta = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)  # [R, L, P, 1]
-        grad_q, grad_k, grad_v = (torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
-        for r0, r1, chunk_bias in _StructuredCMA._chunks(ctx):
-            qc, kc, vc, go = q[r0:r1] * ctx.scale, k[r0:r1], v[r0:r1], grad_out[r0:r1]
-            q_t = qc.transpose(1, 2).contiguous()  # [c, P, L, hd]
-            go_t = go.transpose(1, 2).contiguous()  # [c, P, L, hd]
-            k_win, v_win = _windows(kc, w), _windows(vc, w)  # [c, P, W*L, hd]
-            probs = _StructuredCMA._probs(qc, kc, q_t, k_win, chunk_bias)  # [c, L, P, S], acc dtype
+        q = q * ctx.scale
+        q_t = q.transpose(1, 2).contiguous()  # [c, P, L, hd]
+        go_t = grad_out.transpose(1, 2).contiguous()  # [c, P, L, hd]
+        k_win, v_win = _windows(k, w), _windows(v, w)  # [c, P, W*L, hd]
+        probs = _StructuredCMA._probs(q, k, q_t, k_win, bias)  # [c, L, P, S], acc dtype
 
-            # Values: gradient through the (dropped-out) probabilities.
-            dp_lead = go @ vc.transpose(-1, -2)  # [c, L, P, P']
-            dp_win = go_t @ v_win.transpose(-1, -2)  # [c, P, L, W*L]
-            grad_p = torch.cat([dp_lead, dp_win.transpose(1, 2)], dim=-1).to(acc)  # [c, L, P, S]
-            used = probs
-            if p_drop > 0:
-                keep = _StructuredCMA._dropout_keep(ctx, r0, probs.shape, probs.device)
-                used = probs * keep / (1.0 - p_drop)
-                grad_p = grad_p.mul_(keep).div_(1.0 - p_drop)
-            used = used.to(v.dtype)
-            used_win = used[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
-            grad_v_win = _unwindow(used_win.transpose(-1, -2) @ go_t, L, w)  # [c, P, L, hd]
-            _matmul_into(used[..., :P].transpose(-1, -2), go, grad_v[r0:r1]).add_(grad_v_win.transpose(1, 2))
+        # Values: gradient through the (dropped-out) probabilities.
+        dp_lead = grad_out @ v.transpose(-1, -2)  # [c, L, P, P']
+        dp_win = go_t @ v_win.transpose(-1, -2)  # [c, P, L, W*L]
+        grad_p = torch.cat([dp_lead, dp_win.transpose(1, 2)], dim=-1).to(acc)  # [c, L, P, S]
+        del dp_lead, dp_win
+        used = probs
+        if p_drop > 0:
+            keep = _StructuredCMA._dropout_keep(ctx, r0, probs.shape, probs.device)
+            used = probs * keep / (1.0 - p_drop)
+            grad_p = grad_p.mul_(keep).div_(1.0 - p_drop)
+        used = used.to(v.dtype)
+        used_win = used[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
+        grad_v_win = _unwindow(used_win.transpose(-1, -2) @ go_t, L, w)  # [c, P, L, hd]
+        _matmul_into(used[..., :P].transpose(-1, -2), grad_out, grad_v).add_(grad_v_win.transpose(1, 2))
+        del used, used_win, grad_v_win
 
-            # Softmax backward, then queries and keys.
-            grad_s = probs.mul_(grad_p.sub_(delta[r0:r1])).to(q.dtype)  # [c, L, P, S]
-            grad_s_lead = grad_s[..., :P]  # [c, L, P, P']
-            grad_s_win = grad_s[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
-            grad_q_win = grad_s_win @ k_win  # [c, P, L, hd]
-            _matmul_into(grad_s_lead, kc, grad_q[r0:r1]).add_(grad_q_win.transpose(1, 2)).mul_(ctx.scale)
-            grad_k_win = _unwindow(grad_s_win.transpose(-1, -2) @ q_t, L, w)  # [c, P, L, hd]
-            _matmul_into(grad_s_lead.transpose(-1, -2), qc, grad_k[r0:r1]).add_(grad_k_win.transpose(1, 2))
-        return grad_q, grad_k, grad_v, None, None, None, None
+        # Softmax backward: ds = p * (dp - sum_m p_m dp_m), and that sum equals dO . O (flash attention).
+        delta = (grad_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)  # [c, L, P, 1]
+        grad_s = probs.mul_(grad_p.sub_(delta)).to(q.dtype)  # [c, L, P, S]
+        del grad_p
+        grad_s_lead = grad_s[..., :P]  # [c, L, P, P']
+        grad_s_win = grad_s[..., P:].transpose(1, 2).contiguous()  # [c, P, L, W*L]
+        grad_q_win = grad_s_win @ k_win  # [c, P, L, hd]
+        _matmul_into(grad_s_lead, k, grad_q).add_(grad_q_win.transpose(1, 2)).mul_(ctx.scale)
+        grad_k_win = _unwindow(grad_s_win.transpose(-1, -2) @ q_t, L, w)  # [c, P, L, hd]
+        _matmul_into(grad_s_lead.transpose(-1, -2), q, grad_k).add_(grad_k_win.transpose(1, 2))
 
 
 def dense_attention(
