@@ -106,7 +106,9 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
     q, k, v = (torch.randn(batch, HEADS, n_tokens, head_dim, requires_grad=True) for _ in range(3))
     grad_out = torch.randn(batch, HEADS, n_tokens, head_dim)
     impls = ("dense", "dense_math", "structured")
-    steps = {impl: (lambda impl=impl: attention_step(impl, q, k, v, grid, tolerance, pad_mask, grad_out)) for impl in impls}
+    steps = {
+        impl: (lambda impl=impl: attention_step(impl, q, k, v, grid, tolerance, pad_mask, grad_out)) for impl in impls
+    }
     time_ms = best_ms(steps, repeats)
 
     def clear_grads() -> None:

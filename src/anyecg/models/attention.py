@@ -15,7 +15,8 @@ Two exact implementations share one set of weights:
   softmax over both sets and sums the values. That is N * (P + L(2w+1)) scores instead of N^2, a
   large saving for many leads (12 leads x 85 s, w = 1: 8.4x fewer). It runs in chunks of
   (batch, head) rows with a hand-written backward that recomputes each chunk's probabilities, so
-  its working memory stays small. It computes in the dtype of q, k, v; the softmax is float32 (float64 for float64 inputs).
+  its working memory stays small. It computes in the dtype of q, k, v; the softmax runs in
+  float32 (float64 for float64 inputs).
 
 `benchmarks/cma_attention.py` times both on CPU: for short inputs (12 x 10 tokens) the dense path
 is faster, from a few hundred tokens on the structured one is.
@@ -343,9 +344,9 @@ class CrossMaskAttention(nn.Module):
 
     Q, K and V are bias-free projections (the paper's W_Q, W_K, W_V). Q and K then get a LayerNorm
     over each head's dimension (QK-norm, as in LaBraM and ViT-22B; it bounds the attention logits),
-    V does not (paper). Scores are scaled by 1 / sqrt(head_dim). `dropout` drops attention weights during training. `impl` picks
-    "structured" (default) or the "dense" reference; both use the same parameters and may be
-    switched by assigning `module.impl`.
+    V does not (paper). Scores are scaled by 1 / sqrt(head_dim). `dropout` drops attention weights
+    during training. `impl` picks "structured" (default) or the "dense" reference; both use the
+    same parameters and may be switched by assigning `module.impl`.
     """
 
     def __init__(
