@@ -1,6 +1,6 @@
 """Cross-Mask Attention: structured vs dense, forward + backward on CPU in float32.
 
-    python benchmarks/cma_attention.py [--repeats N] [--tolerance W]
+    python benchmarks/cma_attention.py [--repeats N] [--tolerance W] [--threads T]
 
 Three token grids (leads x seconds): 12 x 10 (N = 120, a 10 s 12-lead ECG), 12 x 85 (N = 1024, the
 longest 12-lead window), 16 x 256 (N = 4096), 8 heads of 32 (dim 256). Batches have ragged ends
@@ -22,7 +22,9 @@ their gradients and the output are counted (`qkv_grads_and_output_mib`, the same
 implementation, says how much of each peak that is). The whole module (projections included) is
 timed too.
 Ratios are against `dense` and `dense_math` timed in the same run. Timings are wall-clock on a
-shared 2-core machine: other processes running at the same time lower and blur them.
+shared 2-core machine: other processes running at the same time lower and blur them, and with
+more than one intra-op thread a busy machine slows the structured path (many small ops, each a
+thread barrier) far more than the dense one; `--threads 1` gives steadier figures there.
 The last line printed is one JSON object.
 """
 
@@ -146,7 +148,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tolerance", type=int, default=1, help="CMA mask width w")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     results = {}
     for name, (n_leads, n_patches, batch) in GRIDS.items():
