@@ -1,0 +1,85 @@
+"""The shared training loop: schedule, determinism, kill-and-resume, two-process DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from anyecg.training.loop import TrainConfig, lr_at
+
+TRAIN_SCRIPT = Path(__file__).with_name("train_tiny.py")
+# One thread per process: the runs are tiny, and two processes on a 2-core machine must not oversubscribe.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_warmup_then_cosine_schedule():
+    config = TrainConfig(max_steps=110, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    assert lr_at(0, config) == pytest.approx(1e-4)
+    assert lr_at(9, config) == pytest.approx(1e-3)
+    assert lr_at(60, config) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(110, config) == pytest.approx(1e-4)
+
+
+def _run(store: Path, out: Path, steps: int, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(TRAIN_SCRIPT), str(store), str(out), str(steps), *extra],
+        capture_output=True, text=True, env=ENV, timeout=600,
+    )
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(directory / "model.safetensors"))
+
+
+def test_killed_run_resumes_to_the_same_weights(small_store, tmp_path):
+    reference = _run(small_store, tmp_path / "straight", 8)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), str(small_store), str(out), "8"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 300
+    log = out / "metrics.jsonl"
+    while time.time() < deadline and process.poll() is None:
+        if (out / "checkpoint-last" / "trainer_state.pt").is_file() and log.is_file() and len(log.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "final").exists(), "the run must be killed before it finishes for this test to mean anything"
+    resumed = _run(small_store, out, 8)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    a, b = _weights(tmp_path / "straight" / "final"), _weights(out / "final")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps[-1] == 8
+
+
+def test_two_process_gloo_matches_one_process(small_store, tmp_path):
+    single = _run(small_store, tmp_path / "single", 3, "--batch-size", "4")
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+         str(TRAIN_SCRIPT), str(small_store), str(tmp_path / "ddp"), "3", "--batch-size", "4", "--dump-ranks"],
+        capture_output=True, text=True, timeout=600, env=ENV,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    # both ranks hold identical parameters after the steps
+    rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
+    # the loss of each step matches one process with the same global batch
+    losses = lambda d: [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses("ddp")) == 3
+    for one, two in zip(losses("single"), losses("ddp")):
+        assert two == pytest.approx(one, rel=1e-4, abs=1e-5)

@@ -1,0 +1,42 @@
+"""Train the tiny AnyECG tokenizer on a store; run by the training-loop tests (also under torchrun).
+
+    python train_tiny.py STORE OUT STEPS [--batch-size N] [--dump-ranks]
+
+Only the 12-lead 10 s records are used, so every rank's batch has the same number of tokens and a
+DDP run's averaged gradient equals one process's gradient over the same global batch. Codebook
+seeding and restarts are off: they act on each rank's local batch.
+"""
+
+import argparse
+import os
+
+import torch
+
+from anyecg.data.dataset import StoreWindows, collate_windows
+from anyecg.data.store import Store
+from anyecg.models.presets import tokenizer_config
+from anyecg.models.tokenizer import Tokenizer
+from anyecg.training.loop import TrainConfig, train
+from anyecg.training.pretrain import model_config
+
+parser = argparse.ArgumentParser()
+parser.add_argument("store")
+parser.add_argument("out")
+parser.add_argument("steps", type=int)
+parser.add_argument("--batch-size", type=int, default=4)
+parser.add_argument("--dump-ranks", action="store_true", help="save each rank's parameters as rankR.pt")
+args = parser.parse_args()
+
+torch.manual_seed(0)
+store = Store(args.store)
+windows = StoreWindows(store, split=None, random_crop=True, seed=0)
+windows.rows = windows.rows[(store.manifest["n_leads"].to_numpy()[windows.rows] == 12)]
+config = tokenizer_config("anyecg-tiny", kmeans_init=False, restart_after=0)
+model = Tokenizer(config)
+train_config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=2,
+                           save_every=2, log_every=1, seed=0)
+train(model, windows, collate_windows, train_config, args.out,
+      model_config=model_config("tokenizer", "anyecg-tiny", config, None), recipe_json=store.recipe.to_json())
+if args.dump_ranks:
+    rank = int(os.environ.get("RANK", "0"))
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, os.path.join(args.out, f"rank{rank}.pt"))
