@@ -159,6 +159,9 @@ def test_records_without_a_model_lead_are_excluded_and_listed(store):
     assert list(dataset.excluded) == [LONG] and "['I', 'II']" in dataset.excluded[LONG]
     assert len(dataset) == len(CINC)
 
+    training = MultiLabelWindows(store, target, SignalContract(fs=500, window_s=10), split="train")
+    assert training.rows.tolist() == np.flatnonzero(store.manifest["split"] == "train").tolist()
+
 
 def test_collate_stacks_a_batch(store):
     target, _ = build_vocabulary(store.manifest)

@@ -154,15 +154,16 @@ class MultiLabelWindows(Dataset):
         self.window_samples = int(round(contract.window_s * self.store_fs))  # at the store's rate
         manifest = store.manifest
         self.excluded: dict[str, str] = {}
-        rows = []
-        for row in np.flatnonzero(manifest["split"].to_numpy() == split) if split is not None else range(len(manifest)):
-            leads = split_list(manifest.iloc[row]["leads"])
-            if set(leads) & set(contract.leads):
+        candidates = np.arange(len(manifest)) if split is None else np.flatnonzero(manifest["split"].to_numpy() == split)
+        wanted, rows = set(contract.leads), []
+        for row, record_id, leads in zip(
+            candidates, manifest["record_id"].to_numpy()[candidates], manifest["leads"].to_numpy()[candidates]
+        ):
+            names = split_list(leads)
+            if wanted & set(names):
                 rows.append(int(row))
             else:
-                self.excluded[str(manifest.iloc[row]["record_id"])] = (
-                    f"leads {leads} share none with the model's {list(contract.leads)}"
-                )
+                self.excluded[str(record_id)] = f"leads {names} share none with the model's {list(contract.leads)}"
         self.rows = np.asarray(rows, dtype=np.int64)
         self.targets = encode_manifest(manifest.iloc[self.rows], target)  # [N, K]
         self.windows = [] if random_crop else [w for i in range(len(self.rows)) for w in self._tiles(i)]
