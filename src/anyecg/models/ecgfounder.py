@@ -364,7 +364,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "config": {"leads": ("I",)},
     },
     "ecgfounder-small": {
-        "description": "laptop-CPU Net1D (the public code's narrow variant, two blocks per stage)",
+        "description": "laptop-CPU Net1D: the narrow stage widths listed in the public ECGFounder code, two blocks per stage",
         "config": {
             "base_filters": 16, "filter_list": (16, 32, 32, 80, 80, 256, 256), "m_blocks_list": (2,) * 7,
             **_CPU,
