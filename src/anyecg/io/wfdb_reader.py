@@ -17,6 +17,8 @@ header's units are converted to millivolts.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -146,12 +148,25 @@ def _parse_signal_line(path: Path, number: int, line: str) -> SignalLine:
 
 
 def parse_header(path: str | Path) -> WfdbHeader:
-    """Parse a `.hea` file (record line, signal lines, comments) without reading samples."""
+    """Parse a `.hea` file (record line, signal lines, comments) without reading samples.
+
+    Parsed headers are cached by (path, modification time, size): `prepare` asks for a record's
+    header and then its samples, and a header is read once. Treat the result as read-only.
+    """
     path = header_path(path)
     try:
-        data = path.read_bytes()
+        stat = path.stat()
     except FileNotFoundError:
         raise RecordError(path, "header file not found") from None
+    except OSError as err:
+        raise RecordError(path, f"cannot read header ({err.strerror})") from None
+    return _parse_header_cached(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _parse_header_cached(path: Path, mtime_ns: int, size: int) -> WfdbHeader:
+    try:
+        data = path.read_bytes()
     except OSError as err:
         raise RecordError(path, f"cannot read header ({err.strerror})") from None
     if not data.strip():
