@@ -1,5 +1,6 @@
 """The prepare job on real PhysioNet records: contents, streaming, labels, resume, bad input."""
 
+import ast
 import os
 import shutil
 import signal
@@ -179,3 +180,28 @@ def test_killed_job_resumes_without_duplicates(corpus, tmp_path):
     for i in range(len(a)):
         np.testing.assert_array_equal(a.signal(i), b.signal(i))
     assert not list((out / "shards").glob("*.tmp"))
+
+
+def test_labels_csv_gives_rate_and_leads_to_plain_mat_sources(shared_data, tmp_path):
+    """CODE-15 (12 leads, 400 Hz) and CPSC 2019 (1 lead, 500 Hz) carry neither in their .mat files."""
+    src = tmp_path / "src"
+    (src / "code15").mkdir(parents=True)
+    (src / "cpsc2019").mkdir()
+    code15 = pd.read_csv(shared_data / "code15" / "labels.csv").head(3)
+    rows = ["record,label,fs,leads"]
+    for _, exam in code15.iterrows():
+        shutil.copy(shared_data / "code15" / f"code_15_{exam['exam_id']}.mat", src / "code15")
+        label = "normal" if exam["normal_ecg"] else "abnormal"
+        rows.append(f"code_15_{exam['exam_id']},{label},400,{';'.join(ast.literal_eval(exam['lead_order']))}")
+    for stem in ["data_00014", "data_00126"]:
+        shutil.copy(shared_data / "cpsc2019" / "data" / f"{stem}.mat", src / "cpsc2019")
+        rows.append(f"{stem},,500,II")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "store"
+    result = prepare(PrepareConfig(sources=[src], out=out, labels_csv=tmp_path / "labels.csv", progress=False))
+    assert result.skipped == 0, result.skipped_reasons
+    m = Store(out).manifest.set_index("record_id")
+    assert m.loc["data_00014", "fs_original"] == 500 and m.loc["data_00014", "leads"] == "II"
+    first = f"code_15_{code15['exam_id'].iloc[0]}"
+    assert m.loc[first, "fs_original"] == 400 and m.loc[first, "n_leads"] == 12
+    assert m.loc[first, "duration_s"] == pytest.approx(2934 / 400, abs=1 / 300)

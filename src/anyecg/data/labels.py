@@ -1,7 +1,9 @@
-"""The user's labels CSV: `record` and `label` columns, optional `patient` and `split`.
+"""The user's labels CSV: `record` and `label` columns, optional `patient`, `split`, `fs`, `leads`.
 
 `record` is a file stem (`E07500`) or a path relative to one of the sources (`georgia/E07500`),
-`label` one class or several separated by ';'.
+`label` one class or several separated by ';'. `fs` and `leads` (names separated by ';') serve
+records whose files carry no sampling rate or lead names (plain .mat, .npy, .csv), so one
+`prepare` can mix such sources.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ class LabelRow:
     labels: list[str]
     patient: str | None
     split: str | None
+    fs: float | None = None
+    leads: list[str] | None = None
 
 
 class LabelTable:
@@ -45,10 +49,12 @@ class LabelTable:
             if bad:
                 raise ValueError(f"{path}: unknown split names {bad}; use {list(SPLITS)}")
         rows = {}
-        for item in frame.to_dict("records"):
+        for number, item in enumerate(frame.to_dict("records"), start=2):
             labels = [part.strip() for part in item["label"].split(";") if part.strip()]
+            leads = [part.strip() for part in item.get("leads", "").split(";") if part.strip()]
             rows[_key(item["record"])] = LabelRow(
-                labels=labels, patient=item.get("patient") or None, split=item.get("split") or None
+                labels=labels, patient=item.get("patient") or None, split=item.get("split") or None,
+                fs=_rate(path, number, item.get("fs", "")), leads=leads or None,
             )
         return cls(rows, path)
 
@@ -61,6 +67,18 @@ class LabelTable:
                 if row is not None:
                     return row
         return self.rows.get(_key(source.stem))
+
+
+def _rate(path: Path, line: int, text: str) -> float | None:
+    if not text.strip():
+        return None
+    try:
+        fs = float(text)
+    except ValueError:
+        fs = float("nan")
+    if not fs > 0:
+        raise ValueError(f"{path}: line {line}: fs must be a positive number, got {text!r}")
+    return fs
 
 
 def _key(record: str) -> str:

@@ -80,7 +80,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     by_shard = {s: group["source"].tolist() for s, group in plan.groupby("shard")}
     # Each worker process cleans with one thread; a single process lets clean_batch use every core.
     threads = 1 if config.workers > 1 and len(todo) > 1 else None
-    jobs = [(s, by_shard[s], config.recipe, config.fs, config.leads, out, threads) for s in todo]
+    jobs = [(s, [_signal_args(src, config, labels, sources) for src in by_shard[s]], config.recipe, out, threads)
+            for s in todo]
 
     bar = tqdm(total=len(plan), unit="rec", desc="prepare", disable=not config.progress, file=sys.stderr)
     bar.update(len(plan) - sum(len(by_shard[s]) for s in todo))
@@ -141,18 +142,29 @@ def _compile_kernels(recipe: Recipe) -> None:
     clean_batch(np.zeros((1, 12, 5000)), 500.0, recipe, workers=1)
 
 
+def _signal_args(source: str, config: PrepareConfig, labels: LabelTable | None, roots: list[Path]):
+    """(source, fs, leads) for a record: the labels CSV's `fs`/`leads` columns, else the command's."""
+    row = labels.lookup(Path(source), roots) if labels is not None else None
+    fs = row.fs if row is not None and row.fs is not None else config.fs
+    leads = row.leads if row is not None and row.leads is not None else config.leads
+    return source, fs, leads
+
+
 def prepare_shard(
-    shard: int, sources: list[str], recipe: Recipe, fs: float | None, leads: list[str] | None, out: Path,
+    shard: int, records: list[tuple[str, float | None, list[str] | None]], recipe: Recipe, out: Path,
     threads: int | None = None,
 ) -> int:
-    """Clean every record of one shard into its .f32 file and index; returns the number of records seen."""
+    """Clean every record of one shard into its .f32 file and index; returns the number of records seen.
+
+    `records` holds (source, fs, leads): the rate and lead names to use where the file has none.
+    """
     shard_dir = Path(out) / SHARD_DIR
     name = shard_name(shard)
     writer = _ShardWriter(shard_dir / f"{name}.f32.tmp", shard, recipe, threads)
     skipped: list[dict] = []
     pending: dict[tuple, list[Recording]] = defaultdict(list)  # same (fs, leads, samples) -> one batch
 
-    for source in sources:
+    for source, fs, leads in records:
         try:
             info = read_header(source, fs=fs, leads=leads)
             if info.n_samples / info.fs > STREAM_ABOVE_S:
@@ -172,7 +184,7 @@ def prepare_shard(
     for batch in pending.values():
         writer.write_batch(batch)
     writer.finish(shard_dir / f"{name}.f32", shard_dir / f"{name}.parquet", skipped)
-    return len(sources)
+    return len(records)
 
 
 class _ShardWriter:
