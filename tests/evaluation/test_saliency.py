@@ -106,7 +106,8 @@ def test_attention_maps_from_the_model():
 def test_plot_saliency_writes_a_png(cinc_record, tmp_path):
     signal = cinc_record.signal[:, :2500]
     attribution = np.gradient(signal, axis=1)
-    path = plot_saliency(signal, cinc_record.fs, list(STANDARD_12), attribution, tmp_path / "fig" / "ig.png", title="HR06000")
+    path = tmp_path / "fig" / "ig.png"
+    assert plot_saliency(signal, cinc_record.fs, list(STANDARD_12), attribution, path, title="HR06000") == path
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     with pytest.raises(ValueError, match="attribution shape"):
         plot_saliency(signal, cinc_record.fs, list(STANDARD_12), attribution[:, :10], tmp_path / "x.png")

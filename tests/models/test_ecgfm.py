@@ -122,7 +122,11 @@ def test_attention_maps_match_torch_multi_head_attention():
     model = build_ecgfm("ecgfm-tiny").eval()
     x = torch.randn(2, 12, 2500)
     captured = {}
-    model.transformer.layers[0].register_forward_pre_hook(lambda module, args: captured.update(x=args[0]) if "x" not in captured else None)
+
+    def keep_first_input(module, args):  # returns None: the layer's arguments are left as they are
+        captured.setdefault("x", args[0])
+
+    model.transformer.layers[0].register_forward_pre_hook(keep_first_input)
     fused = model.forward_tokens(x)
     maps = model.attention_maps(x)
     config = model.config

@@ -206,9 +206,13 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
 
+    def split_heads(self, t: Tensor) -> Tensor:
+        B, N, D = t.shape
+        return t.view(B, N, self.n_heads, D // self.n_heads).transpose(1, 2)  # [B, H, N, d]
+
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         B, N, D = x.shape
-        q, k, v = (p(x).view(B, N, self.n_heads, D // self.n_heads).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))  # [B, H, N, d]
+        q, k, v = (self.split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))  # [B, H, N, d]
         p_drop = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
