@@ -60,6 +60,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--window-seconds", type=int, default=None,
+                   help="longest training window (default: what the 1024-token budget allows per lead count)")
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -88,7 +90,7 @@ def _train_config(args: argparse.Namespace):
 def cmd_pretrain_tokenizer(args: argparse.Namespace) -> int:
     from anyecg.training.pretrain import pretrain_tokenizer
 
-    metrics = pretrain_tokenizer(args.data, args.preset, args.out, _train_config(args))
+    metrics = pretrain_tokenizer(args.data, args.preset, args.out, _train_config(args), window_s=args.window_seconds)
     print(json.dumps({"out": str(args.out), **metrics}))
     return 0
 
@@ -96,7 +98,9 @@ def cmd_pretrain_tokenizer(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from anyecg.training.pretrain import pretrain_backbone
 
-    metrics = pretrain_backbone(args.data, args.tokenizer, args.preset, args.out, _train_config(args))
+    metrics = pretrain_backbone(
+        args.data, args.tokenizer, args.preset, args.out, _train_config(args), window_s=args.window_seconds
+    )
     print(json.dumps({"out": str(args.out), **metrics}))
     return 0
 

@@ -52,6 +52,7 @@ class StoreWindows(Dataset):
             rows = rows[(store.manifest["split"] == split).to_numpy()]
         self.rows = rows
         self.random_crop = random_crop
+        self.max_window_s = max_window_s
         self.seed = seed
         self.epoch = 0
         self.windows = [w for r in rows for w in self._tiles(int(r), max_window_s)] if not random_crop else []
@@ -80,7 +81,7 @@ class StoreWindows(Dataset):
             return self.windows[index]
         record = int(self.rows[index])
         length = int(self.store.manifest.iloc[record]["n_samples"])
-        size = self._window_samples(record, None)
+        size = self._window_samples(record, self.max_window_s)
         # start on a patch boundary so tokens line up with whole seconds of the record
         n_starts = max(0, (length - size) // self.patch_size) + 1
         rng = np.random.default_rng([self.seed, self.epoch, index])

@@ -66,29 +66,34 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     return tokenizer.eval()
 
 
-def _windows(store: Store, split: str | None, seed: int) -> StoreWindows:
-    windows = StoreWindows(store, split, random_crop=True, seed=seed)
+def _windows(store: Store, split: str | None, seed: int, window_s: int | None) -> StoreWindows:
+    windows = StoreWindows(store, split, random_crop=True, seed=seed, max_window_s=window_s)
     if len(windows) == 0:
         raise ValueError(f"{store.root}: no records in split {split!r} to train on")
     return windows
 
 
 def pretrain_tokenizer(
-    data: str | Path, preset: str, out: str | Path, config: TrainConfig, *, split: str | None = "train", **overrides
+    data: str | Path, preset: str, out: str | Path, config: TrainConfig, *, split: str | None = "train",
+    window_s: int | None = None, **overrides,
 ) -> dict[str, float]:
-    """Stage 1 on the store's `split` records; the finished tokenizer lands in `out/final`."""
+    """Stage 1 on the store's `split` records; the finished tokenizer lands in `out/final`.
+
+    Each record gives one random window per epoch: at most `window_s` seconds (default: as many as
+    the 1024-token budget allows for its lead count).
+    """
     store = Store(data)
     tok_config = tokenizer_config(preset, **overrides)
     model = Tokenizer(tok_config)
     return train(
-        model, _windows(store, split, config.seed), collate_windows, config, out,
+        model, _windows(store, split, config.seed, window_s), collate_windows, config, out,
         model_config=model_config("tokenizer", preset, tok_config, None), recipe_json=store.recipe.to_json(),
     )
 
 
 def pretrain_backbone(
     data: str | Path, tokenizer_dir: str | Path, preset: str, out: str | Path, config: TrainConfig,
-    *, split: str | None = "train", **overrides,
+    *, split: str | None = "train", window_s: int | None = None, **overrides,
 ) -> dict[str, float]:
     """Stage 2 with the frozen tokenizer of `tokenizer_dir` (a stage-1 run folder or its `final`)."""
     store = Store(data)
@@ -100,7 +105,7 @@ def pretrain_backbone(
     bb_config = backbone_config(preset, num_codes=tokenizer.config.num_codes, **overrides)
     model = MaskedCodeModel(tokenizer, Backbone(bb_config))
     return train(
-        model, _windows(store, split, config.seed), collate_windows, config, out,
+        model, _windows(store, split, config.seed, window_s), collate_windows, config, out,
         model_config=model_config("pretrain", preset, tokenizer.config, bb_config), recipe_json=store.recipe.to_json(),
     )
 
