@@ -106,14 +106,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from anyecg.models.presets import list_presets
+    from anyecg.models.registry import list_all_presets
 
-    presets = list_presets()
+    presets = list_all_presets()
     if args.json:
         print(json.dumps(presets, indent=2))
         return 0
     for preset in presets:
-        print(f"{preset['name']:<16} {preset['family']:<10} {preset['parameters'] / 1e6:>9.2f}M  {preset['description']}")
+        print(f"{preset['name']:<20} {preset['family']:<11} {preset['parameters'] / 1e6:>9.2f}M  {preset.get('description', '')}")
     return 0
 
 

@@ -33,3 +33,13 @@ def test_errors_name_the_file(tmp_path, capsys):
     missing = tmp_path / "nothing.hea"
     assert main(["inspect", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_models_json_lists_every_family(capsys):
+    assert main(["models", "--json"]) == 0
+    presets = json.loads(capsys.readouterr().out)
+    by_name = {p["name"]: p for p in presets}
+    assert len(by_name) == len(presets)
+    assert {p["family"] for p in presets} == {"anyecg", "ecgfm", "ecgfounder", "baseline"}
+    for name, paper in {"anyecg-b": 254e6, "anyecg-l": 500e6, "anyecg-xl": 1.7e9, "ecgfm-base": 90.9e6}.items():
+        assert abs(by_name[name]["parameters"] / paper - 1) <= 0.05, (name, by_name[name]["parameters"])
