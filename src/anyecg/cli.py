@@ -60,6 +60,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard the model across processes (FSDP)")
     p.add_argument("--window-seconds", type=int, default=None,
                    help="longest training window (default: what the 1024-token budget allows per lead count)")
 
@@ -83,7 +84,7 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig(
         max_steps=args.steps, batch_size=args.batch_size, accumulation=args.accumulation, lr=args.lr,
         warmup_steps=min(args.warmup, max(args.steps // 10, 1)), precision=args.precision, seed=args.seed,
-        save_every=args.save_every, log_every=args.log_every, device=args.device,
+        save_every=args.save_every, log_every=args.log_every, device=args.device, fsdp=args.fsdp,
     )
 
 

@@ -83,3 +83,25 @@ def test_two_process_gloo_matches_one_process(small_store, tmp_path):
     assert len(losses("ddp")) == 3
     for one, two in zip(losses("single"), losses("ddp")):
         assert two == pytest.approx(one, rel=1e-4, abs=1e-5)
+
+
+def test_two_process_fsdp_matches_one_process(small_store, tmp_path):
+    single = _run(small_store, tmp_path / "single", 3, "--batch-size", "4")
+    assert single.returncode == 0, single.stderr[-2000:]
+    fsdp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+         str(TRAIN_SCRIPT), str(small_store), str(tmp_path / "fsdp"), "3", "--batch-size", "4", "--fsdp", "--dump-ranks"],
+        capture_output=True, text=True, timeout=600, env=ENV,
+    )
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    # each rank holds only its shard: together they are the model, apart they are not
+    rank0, rank1 = (torch.load(tmp_path / "fsdp" / f"rank{r}.pt") for r in (0, 1))
+    whole = _weights(tmp_path / "fsdp" / "final")
+    sharded = [k for k in whole if rank0[k].numel() < whole[k].numel()]
+    assert sharded, "no parameter was sharded"
+    for key in sharded:
+        torch.testing.assert_close(torch.cat([rank0[key], rank1[key]])[: len(whole[key])], whole[key])
+    # the gathered model equals one process trained on the same global batches
+    single_weights = _weights(tmp_path / "single" / "final")
+    for key in whole:
+        torch.testing.assert_close(whole[key], single_weights[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -25,6 +25,7 @@ parser.add_argument("out")
 parser.add_argument("steps", type=int)
 parser.add_argument("--batch-size", type=int, default=4)
 parser.add_argument("--dump-ranks", action="store_true", help="save each rank's parameters as rankR.pt")
+parser.add_argument("--fsdp", action="store_true")
 args = parser.parse_args()
 
 torch.manual_seed(0)
@@ -34,9 +35,10 @@ windows.rows = windows.rows[(store.manifest["n_leads"].to_numpy()[windows.rows] 
 config = tokenizer_config("anyecg-tiny", kmeans_init=False, restart_after=0)
 model = Tokenizer(config)
 train_config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=2,
-                           save_every=2, log_every=1, seed=0)
+                           save_every=2, log_every=1, seed=0, fsdp=args.fsdp)
 train(model, windows, collate_windows, train_config, args.out,
       model_config=model_config("tokenizer", "anyecg-tiny", config, None), recipe_json=store.recipe.to_json())
-if args.dump_ranks:
+if args.dump_ranks:  # each rank's own (for FSDP: sharded) parameters
     rank = int(os.environ.get("RANK", "0"))
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, os.path.join(args.out, f"rank{rank}.pt"))
+    local = {k: getattr(v, "_local_tensor", v).detach().clone() for k, v in model.state_dict().items()}
+    torch.save(local, os.path.join(args.out, f"rank{rank}.pt"))

@@ -66,6 +66,11 @@ def load_config(directory: str | Path) -> dict:
 
 def load_state_dict_strict(model: torch.nn.Module, directory: str | Path) -> None:
     """Load `model.safetensors` into `model`; raise listing every missing, unexpected or misshaped key."""
+    model.load_state_dict(check_keys(model, directory), strict=True)
+
+
+def check_keys(model: torch.nn.Module, directory: str | Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, after checking that their names and shapes are exactly the model's."""
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: no {MODEL_FILE}")
@@ -84,7 +89,7 @@ def load_state_dict_strict(model: torch.nn.Module, directory: str | Path) -> Non
             f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
             f"{' ...' if len(unexpected) > 10 else ''}, misshaped {misshaped[:10]}"
         )
-    model.load_state_dict(saved, strict=True)
+    return saved
 
 
 def load_trainer_state(directory: str | Path) -> dict | None:

@@ -13,6 +13,9 @@ Launches (the same code path for all of them)::
     # one machine, 4 processes (DDP; gloo on CPU, NCCL on GPU)
     torchrun --nproc_per_node=4 -m anyecg.cli pretrain-tokenizer --data store/ --preset anyecg-b --out runs/tok
 
+    # a model too large for one device: shard parameters, gradients and optimizer state (FSDP)
+    torchrun --nproc_per_node=8 -m anyecg.cli pretrain --data store/ --tokenizer runs/tok --preset anyecg-xl --fsdp --out runs/xl
+
     # two machines, 8 GPUs each: run on every node with its --node_rank
     torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --rdzv_backend=c10d \\
         --rdzv_endpoint=HOST:29500 -m anyecg.cli pretrain --data store/ --tokenizer runs/tok --preset anyecg-l --out runs/l
@@ -34,10 +37,14 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from anyecg.training.checkpoint import load_state_dict_strict, load_trainer_state, save_checkpoint
+from anyecg.training.checkpoint import check_keys, load_state_dict_strict, load_trainer_state, save_checkpoint
 
 LAST = "checkpoint-last"
 FINAL = "final"
@@ -61,6 +68,7 @@ class TrainConfig:
     save_every: int = 200
     num_workers: int = 0
     device: str = "auto"  # "auto": the local CUDA device under torchrun / when present, else CPU
+    fsdp: bool = False  # shard the model across processes (FSDP) instead of replicating it (DDP)
 
 
 @dataclass
@@ -140,6 +148,39 @@ class EpochSampler:
         return permutation[self.context.rank :: self.context.world_size]
 
 
+def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP: every layer held in an `nn.ModuleList` (the transformer blocks) is its own shard unit,
+    the rest of the model the root unit, so at most one block's parameters are gathered at a time."""
+    for module in list(model.modules()):
+        if isinstance(module, torch.nn.ModuleList):
+            for layer in module:
+                fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _model_state(model: torch.nn.Module, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The whole model's state on CPU; under FSDP every rank must call this (it gathers shards)."""
+    return get_model_state_dict(model, options=_FULL) if config.fsdp else model.state_dict()
+
+
+def _optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> dict:
+    return get_optimizer_state_dict(model, optimizer, options=_FULL) if config.fsdp else optimizer.state_dict()
+
+
+def _resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path, state: dict, config: TrainConfig) -> None:
+    if not config.fsdp:
+        load_state_dict_strict(model, directory)
+        optimizer.load_state_dict(state["optimizer"])
+        return
+    saved = check_keys(model, directory)
+    set_model_state_dict(model, saved, options=StateDictOptions(full_state_dict=True))
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+
+
 def train(
     model: torch.nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -167,6 +208,10 @@ def train(
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
 
     model.to(device)
+    if config.fsdp:
+        if context.world_size == 1:
+            raise ValueError("fsdp=True needs several processes: launch with torchrun --nproc_per_node=N")
+        shard_model(model)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -176,11 +221,10 @@ def train(
     step, epoch, position = 0, 0, 0
     state = load_trainer_state(out / LAST)
     if state is not None:
-        load_state_dict_strict(model, out / LAST)
-        optimizer.load_state_dict(state["optimizer"])
+        _resume(model, optimizer, out / LAST, state, config)
         step, epoch, position = state["step"], state["epoch"], state["position"]
         torch.set_rng_state(state["torch_rng"])
-    ddp_model = DistributedDataParallel(model) if context.world_size > 1 else model
+    ddp_model = DistributedDataParallel(model) if context.world_size > 1 and not config.fsdp else model
 
     per_rank = config.batch_size // (context.world_size * config.accumulation)
     if per_rank * context.world_size * config.accumulation != config.batch_size or per_rank == 0:
@@ -219,7 +263,9 @@ def train(
         for micro in range(config.accumulation):
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in next(batches).items()}
             sync = micro == config.accumulation - 1 or context.world_size == 1
-            with ddp_model.no_sync() if not sync else nullcontext():
+            if config.fsdp:
+                model.set_requires_gradient_sync(sync)
+            with ddp_model.no_sync() if not sync and not config.fsdp else nullcontext():
                 with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     output = ddp_model(batch)
                 (output.loss / config.accumulation).backward()
@@ -227,6 +273,7 @@ def train(
                 step_scalars[name] = step_scalars.get(name, 0.0) + value / config.accumulation
             window_items += int(batch["patches"].shape[0]) if "patches" in batch else per_rank
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -244,17 +291,20 @@ def train(
                 with open(log_path, "a") as handle:
                     handle.write(json.dumps(metrics) + "\n")
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
-        if context.is_main and (step % config.save_every == 0 or step == config.max_steps):
-            trainer_state = {
-                "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "position": position,
-                "torch_rng": torch.get_rng_state(),
-            }
-            save_checkpoint(out / LAST, model.state_dict(), model_config, recipe_json, trainer_state)
-        if context.world_size > 1 and step % config.save_every == 0:
-            dist.barrier()
+        if step % config.save_every == 0 or step == config.max_steps:
+            model_state, optimizer_state = _model_state(model, config), _optimizer_state(model, optimizer, config)
+            if context.is_main:
+                trainer_state = {
+                    "optimizer": optimizer_state, "step": step, "epoch": epoch, "position": position,
+                    "torch_rng": torch.get_rng_state(),
+                }
+                save_checkpoint(out / LAST, model_state, model_config, recipe_json, trainer_state)
+            if context.world_size > 1:
+                dist.barrier()
     bar.close()
+    model_state = _model_state(model, config)
     if context.is_main:
-        save_checkpoint(out / FINAL, model.state_dict(), model_config, recipe_json)
+        save_checkpoint(out / FINAL, model_state, model_config, recipe_json)
     if context.world_size > 1:
         dist.barrier()
     return metrics
