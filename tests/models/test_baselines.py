@@ -15,6 +15,8 @@ from anyecg.models.baselines.leadgen_linear import LinearLeadGenerator, fit_leas
 from anyecg.models.contract import to_model_input
 from anyecg.signal.leads import STANDARD_12
 from anyecg.signal.recipe import preprocess
+from anyecg.training.checkpoint import load_config, load_state_dict_strict
+from anyecg.training.loop import FINAL, TrainConfig, train
 
 # Test-scale widths for every registry entry: the architectures are the real ones, only narrower.
 TINY = {
@@ -33,6 +35,16 @@ CLASSIFIERS = [name for name, (_, model) in BASELINES.items() if issubclass(mode
 GENERATORS = [name for name in BASELINES if name not in CLASSIFIERS]
 LEAD_SETS = {"12-lead": STANDARD_12, "1-lead": ("I",)}
 SINUS_RHYTHM = "426783006"  # SNOMED CT
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Test-width models gain nothing from a second intra-op thread, and on shared cores its spin-waits
+    make steps up to ten times slower; the setting is restored after this module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny(name: str, leads: tuple[str, ...], **overrides):
@@ -233,7 +245,9 @@ def test_gan_trainer_updates_both_networks_and_lowers_l1_on_real_leads(loss, rea
     x, _ = real_batch
     model = build_baseline("leadgen_gan", leads=("I",), target_leads=("II", "V2"), loss=loss, **TINY["leadgen_gan"])
     inputs, targets = x[:4, :1], x[:4, [1, 7]]  # lead I -> leads II and V2 of four records
-    trainer = GanTrainer(model, GanTrainConfig(lr=3e-3))
+    reference = GanTrainer(model).config  # each loss's published optimiser settings
+    assert (reference.betas, reference.n_critic) == {"wgan_gp": ((0.0, 0.9), 5), "cgan": ((0.5, 0.999), 1)}[loss]
+    trainer = GanTrainer(model, GanTrainConfig(lr=3e-3, n_critic=1))
     generator_before = [p.detach().clone() for p in model.generator.parameters()]
     discriminator_before = [p.detach().clone() for p in model.discriminator.parameters()]
     history = trainer.fit(iter([(inputs, targets)] * 30), max_steps=25)
@@ -243,3 +257,56 @@ def test_gan_trainer_updates_both_networks_and_lowers_l1_on_real_leads(loss, rea
     assert all(not torch.equal(a, b) for a, b in zip(generator_before, model.generator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(discriminator_before, model.discriminator.parameters()))
     assert np.mean([s.l1 for s in history[-3:]]) < 0.8 * history[0].l1
+
+
+def collate(items: list[dict]) -> dict:
+    return {key: torch.stack([torch.as_tensor(item[key]) for item in items]) for key in items[0]}
+
+
+def test_training_loop_trains_a_baseline_and_its_checkpoint_reloads_strictly(real_batch, tmp_path):
+    x, y = real_batch
+    dataset = [{"x": x[i], "lead_mask": torch.ones(12, dtype=torch.bool), "targets": y[i]} for i in range(len(y))]
+    config = baseline_config("xresnet1d", num_classes=2, **TINY["xresnet1d"])
+    model = build_baseline("xresnet1d", **dataclasses.asdict(config))
+    schedule = TrainConfig(max_steps=8, batch_size=8, warmup_steps=1, lr=3e-3, log_every=1, save_every=100)
+    model_config = {"family": "baseline", "model": "xresnet1d", "config": dataclasses.asdict(config)}
+    train(model, dataset, collate, schedule, tmp_path, model_config=model_config)
+
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(log) == 8 and {"loss", "accuracy"} <= set(log[0])
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    saved = load_config(tmp_path / FINAL)
+    restored = build_baseline(saved["model"], **saved["config"])
+    load_state_dict_strict(restored, tmp_path / FINAL)
+    with torch.no_grad():
+        torch.testing.assert_close(restored.eval()(x), model.cpu().eval()(x))
+
+
+def test_supervised_batches_route_to_the_right_loss_and_heads_can_be_reset():
+    torch.manual_seed(0)
+    model = tiny("ffcl", STANDARD_12)
+    x = torch.randn(3, 12, 3000)
+    with pytest.raises(ValueError, match="no head"):
+        model({"x": x, "targets": torch.tensor([0, 1, 1])})
+    model.reset_head(4)
+    assert model(x).shape == (3, 4) and model.config.num_classes == 4
+    single = model({"x": x, "targets": torch.tensor([0, 3, 1])})
+    torch.testing.assert_close(single.loss, F.cross_entropy(single.logits, torch.tensor([0, 3, 1])))
+    multi_targets = torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]])
+    multi = model({"x": x, "targets": multi_targets})
+    by_hand = -(multi_targets * F.logsigmoid(multi.logits) + (1 - multi_targets) * F.logsigmoid(-multi.logits)).mean()
+    torch.testing.assert_close(multi.loss, by_hand)
+    with pytest.raises(ValueError, match=r"class indices \[B\] \(integer\) or multi-label .* got torch.float32 \(3,\)"):
+        model({"x": x, "targets": torch.zeros(3)})
+
+
+def test_linear_generator_batch_loss_is_the_mean_squared_error():
+    model = build_baseline("leadgen_linear", leads=("I", "II"), target_leads=("III",))
+    x, targets = torch.randn(2, 2, 3000), torch.randn(2, 1, 3000)
+    output = model({"x": x, "targets": targets})
+    with torch.no_grad():
+        generated = model(x)
+    torch.testing.assert_close(output.loss, ((generated - targets) ** 2).mean())
+    torch.testing.assert_close(output.mae, (generated - targets).abs().mean())
+    with pytest.raises(ValueError, match=r"needs 'targets' of shape \(2, 1, 3000\)"):
+        model({"x": x, "targets": targets[:, :, :100]})

@@ -6,16 +6,25 @@ A classification baseline maps `x [B, C, T]` (C = len(config.leads), T = fs * wi
 returns the embedding. Absent leads (lead_mask False) are zeroed before the model sees them, so
 a caller's stray values in an absent slot never leak in.
 
+Training through `anyecg.training.loop`: `model(batch)` with a dict batch (`x`, optional
+`lead_mask`, `targets`) returns a `ClassificationOutput` whose `.loss` is the cross-entropy for
+class indices `targets [B]` (long) or the binary cross-entropy for multi-label `targets [B, K]`
+(float); `reset_head(num_classes)` puts a fresh head on an encoder first.
+
 A lead generator (`LeadGenConfig`) reads `leads` and writes `target_leads` at the same rate and
 window: `x [B, len(leads), T]` -> `y [B, len(target_leads), T]`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anyecg.models.contract import SignalContract
@@ -77,6 +86,29 @@ def checked_input(x: Tensor, lead_mask: Tensor | None, contract: SignalContract)
     return x * lead_mask[:, :, None].to(x.dtype)
 
 
+@dataclass
+class ClassificationOutput:
+    loss: Tensor  # scalar
+    logits: Tensor  # [B, num_classes]
+    accuracy: Tensor  # scalar: top-1 for class indices, mean per-label accuracy for multi-label targets
+
+
+def classification_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """(loss, accuracy) in float32: cross-entropy for class indices [B] (integer), binary
+    cross-entropy with logits for multi-label targets [B, K] (float, 0/1)."""
+    logits = logits.float()
+    if targets.dtype in (torch.int32, torch.int64) and targets.shape == logits.shape[:1]:
+        accuracy = (logits.argmax(dim=1) == targets).float().mean()
+        return F.cross_entropy(logits, targets.long()), accuracy.detach()
+    if targets.is_floating_point() and targets.shape == logits.shape:
+        accuracy = ((logits > 0) == (targets > 0.5)).float().mean()
+        return F.binary_cross_entropy_with_logits(logits, targets.float()), accuracy.detach()
+    raise ValueError(
+        f"targets must be class indices [B] (integer) or multi-label [B, K] (float) for logits "
+        f"{tuple(logits.shape)}, got {targets.dtype} {tuple(targets.shape)}"
+    )
+
+
 class BaselineClassifier(nn.Module):
     """Base of the classification baselines: subclasses build their encoder and define `forward_features`."""
 
@@ -100,12 +132,34 @@ class BaselineClassifier(nn.Module):
         features = self.head_drop(features)
         return features if pre_logits else self.head(features)
 
-    def forward(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor | Mapping[str, Any], lead_mask: Tensor | None = None
+    ) -> Tensor | ClassificationOutput:
+        """Logits [B, n_outputs] for a tensor; for a batch dict (`x`, `lead_mask`, `targets`) the
+        supervised output with `.loss`, which is what the training loop calls."""
+        if isinstance(x, Mapping):
+            return self.supervised(x)
         return self.forward_head(self.forward_features(x, lead_mask))
+
+    def supervised(self, batch: Mapping[str, Any]) -> ClassificationOutput:
+        if self.config.num_classes == 0:
+            raise ValueError("the model has no head (num_classes 0): call reset_head(num_classes) before training")
+        if batch.get("targets") is None:
+            raise ValueError(f"a training batch needs 'targets' ([B] indices or [B, K]); got keys {sorted(batch)}")
+        logits = self.forward_head(self.forward_features(batch["x"], batch.get("lead_mask")))  # [B, K]
+        loss, accuracy = classification_loss(logits, batch["targets"])
+        return ClassificationOutput(loss=loss, logits=logits, accuracy=accuracy)
 
     def embed(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
         """Pooled embedding [B, D] (same as forward_features)."""
         return self.forward_features(x, lead_mask)
+
+    def reset_head(self, num_classes: int) -> None:
+        """A fresh head for `num_classes` outputs (0: none), e.g. before fine-tuning on a new task."""
+        self.config = dataclasses.replace(self.config, num_classes=num_classes)
+        reference = next(self.parameters())
+        head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = head.to(device=reference.device, dtype=reference.dtype)
 
 
 def concat_pool(x: Tensor) -> Tensor:

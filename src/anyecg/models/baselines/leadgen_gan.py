@@ -171,8 +171,17 @@ def generator_loss(model: LeadGenGAN, x: Tensor, real: Tensor, fake: Tensor) -> 
 @dataclass
 class GanTrainConfig:
     lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)  # pix2pix; WGAN-GP used (0.0, 0.9)
-    n_critic: int = 1  # discriminator updates per generator update (WGAN-GP used 5)
+    betas: tuple[float, float] | None = None  # None: WGAN-GP's (0.0, 0.9), or pix2pix's (0.5, 0.999) for CGAN
+    n_critic: int | None = None  # discriminator updates per generator update; None: 5 for WGAN-GP, 1 for CGAN
+
+    def resolved(self, loss: str) -> "GanTrainConfig":
+        """This config with the reference settings of `loss` ("cgan" or "wgan_gp") filled in."""
+        wgan = loss == "wgan_gp"
+        return GanTrainConfig(
+            lr=self.lr,
+            betas=self.betas if self.betas is not None else ((0.0, 0.9) if wgan else (0.5, 0.999)),
+            n_critic=self.n_critic if self.n_critic is not None else (5 if wgan else 1),
+        )
 
 
 @dataclass
@@ -189,7 +198,7 @@ class GanTrainer:
 
     def __init__(self, model: LeadGenGAN, config: GanTrainConfig | None = None):
         self.model = model
-        self.config = config = config or GanTrainConfig()
+        self.config = config = (config or GanTrainConfig()).resolved(model.config.loss)
         self.opt_g = torch.optim.Adam(model.generator.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=config.lr, betas=config.betas)
 

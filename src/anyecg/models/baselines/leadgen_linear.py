@@ -7,15 +7,22 @@ squares). Einthoven's and Goldberger's relations (III = II - I, aVR = -(I + II) 
 exactly of this form, so a fitted model recovers them. The baseline for learned lead generators.
 
 `fit_least_squares` solves for (W, b) in closed form over every time step of the examples;
-`LinearLeadGenerator` applies them as a 1x1 convolution and can also be trained by gradient descent.
+`LinearLeadGenerator` applies them as a 1x1 convolution and can also be trained by gradient descent
+(`model(batch)` with `x`, optional `lead_mask` and `targets [B, C_out, T]` returns the mean squared
+error as `.loss`, for `anyecg.training.loop`).
 
     x [B, C_in, T] --1x1 conv (W [C_out, C_in], b [C_out])--> y [B, C_out, T]
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anyecg.models.baselines.common import LeadGenConfig, checked_input
@@ -44,6 +51,13 @@ def fit_least_squares(x_present: np.ndarray, y_target: np.ndarray, bias: bool = 
     return weight, offset
 
 
+@dataclass
+class LeadGenOutput:
+    loss: Tensor  # scalar mean squared error over leads and samples
+    mae: Tensor  # scalar mean absolute error
+    generated: Tensor  # [B, C_out, T]
+
+
 class LinearLeadGenerator(nn.Module):
     def __init__(self, config: LeadGenConfig):
         super().__init__()
@@ -65,6 +79,20 @@ class LinearLeadGenerator(nn.Module):
         self.mix.bias.copy_(torch.as_tensor(offset))
         return self
 
-    def forward(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
-        """x [B, C_in, T] -> generated target leads [B, C_out, T] (absent inputs count as zero)."""
+    def forward(self, x: Tensor | Mapping[str, Any], lead_mask: Tensor | None = None) -> Tensor | LeadGenOutput:
+        """x [B, C_in, T] -> generated target leads [B, C_out, T] (absent inputs count as zero);
+        a batch dict (`x`, `lead_mask`, `targets`) gives the LeadGenOutput the training loop needs."""
+        if isinstance(x, Mapping):
+            return self.supervised(x)
         return self.mix(checked_input(x, lead_mask, self.contract))
+
+    def supervised(self, batch: Mapping[str, Any]) -> LeadGenOutput:
+        generated = self(batch["x"], batch.get("lead_mask"))  # [B, C_out, T]
+        targets = batch.get("targets")
+        if targets is None or tuple(targets.shape) != tuple(generated.shape):
+            raise ValueError(
+                f"a training batch needs 'targets' of shape {tuple(generated.shape)} "
+                f"({list(self.config.target_leads)}), got {None if targets is None else tuple(targets.shape)}"
+            )
+        error = generated.float() - targets.float()
+        return LeadGenOutput(loss=error.square().mean(), mae=error.abs().mean().detach(), generated=generated)
