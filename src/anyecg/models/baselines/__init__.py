@@ -12,6 +12,12 @@ leads by default); `anyecg.models.contract.to_model_input` brings any recording 
     model = build_baseline("xresnet1d101", num_classes=5)
     model = build_baseline("rnn1d", leads=("I",), bidirectional=True)
 
+Training: a classifier or the linear generator called on a dict batch (`x`, `lead_mask`,
+`targets`) returns an output with a scalar `.loss`, so `anyecg.training.loop.train` trains it;
+checkpoint its config as `{"family": "baseline", "model": name, "config": dataclasses.asdict(config)}`
+and rebuild with `build_baseline(model, **config)`. The GAN alternates two optimisers and has its
+own loop (`leadgen_gan.GanTrainer`).
+
 `BASELINES` maps a model name to its (config class, model class); `PRESETS` names configurations
 (each model's defaults under its own name, plus variants such as xresnet1d101).
 """
