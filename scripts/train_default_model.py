@@ -150,20 +150,20 @@ def main() -> None:
     timings["prepare_s"] = time.perf_counter() - start
     store = Store(result.store)
 
-    def config(steps: int) -> TrainConfig:
-        return TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=steps // 20,
+    def config(steps: int, lr: float) -> TrainConfig:
+        return TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, warmup_steps=steps // 20,
                            save_every=100, log_every=10, seed=0)
 
     start = time.perf_counter()
-    pretrain_tokenizer(store.root, PRESET, out / "tokenizer", config(args.tokenizer_steps), window_s=10)
+    pretrain_tokenizer(store.root, PRESET, out / "tokenizer", config(args.tokenizer_steps, 1e-4), window_s=10)
     timings["tokenizer_s"] = time.perf_counter() - start
     if args.compare_dead_codes:
         start = time.perf_counter()
-        pretrain_tokenizer(store.root, PRESET, out / "tokenizer-no-remedy", config(args.tokenizer_steps), window_s=10,
+        pretrain_tokenizer(store.root, PRESET, out / "tokenizer-no-remedy", config(args.tokenizer_steps, 1e-4), window_s=10,
                            kmeans_init=False, restart_after=0)
         timings["tokenizer_no_remedy_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    pretrain_backbone(store.root, out / "tokenizer", PRESET, out / "backbone", config(args.backbone_steps), window_s=10)
+    pretrain_backbone(store.root, out / "tokenizer", PRESET, out / "backbone", config(args.backbone_steps, 5e-4), window_s=10)
     timings["backbone_s"] = time.perf_counter() - start
 
     model = AnyECG.from_pretrained(out / "backbone")

@@ -53,7 +53,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32, help="global batch (all processes, all accumulation steps)")
     p.add_argument("--accumulation", type=int, default=1)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default: 1e-4 for the tokenizer, whose codebook collapses at higher rates; 5e-4 for stage 2)")
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -82,7 +83,8 @@ def _train_config(args: argparse.Namespace):
     from anyecg.training.loop import TrainConfig
 
     return TrainConfig(
-        max_steps=args.steps, batch_size=args.batch_size, accumulation=args.accumulation, lr=args.lr,
+        max_steps=args.steps, batch_size=args.batch_size, accumulation=args.accumulation,
+        lr=args.lr if args.lr is not None else (1e-4 if args.command == "pretrain-tokenizer" else 5e-4),
         warmup_steps=min(args.warmup, max(args.steps // 10, 1)), precision=args.precision, seed=args.seed,
         save_every=args.save_every, log_every=args.log_every, device=args.device, fsdp=args.fsdp,
     )

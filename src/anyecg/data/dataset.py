@@ -69,6 +69,12 @@ class StoreWindows(Dataset):
         size = self._window_samples(record, max_window_s)
         return [WindowRef(record, start, min(start + size, length)) for start in range(0, length, size)]
 
+    def group_keys(self) -> np.ndarray:
+        """int [len(self)]: the lead count of each item, so a sampler can batch like with like."""
+        leads = self.store.manifest["n_leads"].to_numpy()
+        records = self.rows if self.random_crop else np.array([w.record for w in self.windows], dtype=np.int64)
+        return leads[records]
+
     def set_epoch(self, epoch: int) -> None:
         """Crops are a function of (seed, epoch, index): reproducible, resumable, and worker-safe."""
         self.epoch = epoch

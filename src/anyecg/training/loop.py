@@ -135,16 +135,24 @@ def _scalars(output) -> dict[str, float]:
 class EpochSampler:
     """A seeded permutation of the dataset per epoch, dealt round-robin to the ranks.
 
-    Deterministic from (seed, epoch), so a resumed run sees exactly the batches it would have seen.
+    With `group_keys` (one per item, e.g. the lead count), items are sorted by key inside blocks of
+    `block` consecutive items of the permutation, so most batches hold items of one shape and little
+    compute goes to padding. Deterministic from (seed, epoch): a resumed run sees the same batches.
     """
 
-    def __init__(self, n_items: int, seed: int, context: DistributedContext):
+    def __init__(self, n_items: int, seed: int, context: DistributedContext,
+                 group_keys: np.ndarray | None = None, block: int = 0):
         self.n_items = n_items
         self.seed = seed
         self.context = context
+        self.group_keys = group_keys
+        self.block = block
 
     def order(self, epoch: int) -> np.ndarray:
         permutation = np.random.default_rng([self.seed, epoch]).permutation(self.n_items)
+        if self.group_keys is not None and self.block > 1:
+            blocks = [permutation[i : i + self.block] for i in range(0, self.n_items, self.block)]
+            permutation = np.concatenate([b[np.argsort(self.group_keys[b], kind="stable")] for b in blocks])
         return permutation[self.context.rank :: self.context.world_size]
 
 
@@ -232,7 +240,8 @@ def train(
             f"batch_size {config.batch_size} must be a positive multiple of world_size {context.world_size} "
             f"x accumulation {config.accumulation}"
         )
-    sampler = EpochSampler(len(dataset), config.seed, context)
+    keys = dataset.group_keys() if hasattr(dataset, "group_keys") else None
+    sampler = EpochSampler(len(dataset), config.seed, context, keys, block=16 * config.batch_size)
     autocast_dtype = _autocast_dtype(config, device)
     log_path = out / LOG
     if context.is_main:
