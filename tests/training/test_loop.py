@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -105,3 +106,17 @@ def test_two_process_fsdp_matches_one_process(small_store, tmp_path):
     single_weights = _weights(tmp_path / "single" / "final")
     for key in whole:
         torch.testing.assert_close(whole[key], single_weights[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_sampler_groups_like_with_like_and_deals_every_item_once():
+    from anyecg.training.loop import DistributedContext, EpochSampler
+
+    keys = np.array([12, 2] * 50)
+    plain = EpochSampler(100, 0, DistributedContext()).order(3)
+    grouped = EpochSampler(100, 0, DistributedContext(), keys, block=32).order(3)
+    assert sorted(grouped) == list(range(100)) and sorted(plain) == list(range(100))
+    mixed = lambda order: sum(len(set(keys[order[i : i + 8]])) > 1 for i in range(0, 96, 8))  # noqa: E731
+    assert mixed(grouped) <= 4 < mixed(plain)  # batches of 8: at most one mixed batch per block of 32
+    ranks = [EpochSampler(100, 0, DistributedContext(r, 2, r), keys, block=32).order(3) for r in (0, 1)]
+    assert sorted(np.concatenate(ranks)) == list(range(100))
+    np.testing.assert_array_equal(grouped, EpochSampler(100, 0, DistributedContext(), keys, block=32).order(3))
