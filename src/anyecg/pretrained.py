@@ -11,6 +11,7 @@ cleaned another way. Recordings longer than the token budget are cut into consec
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,14 @@ from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict
 from anyecg.training.pretrain import MaskedCodeModel, model_config
 
 
+DEFAULT_MODEL = "anyecg-small"
+
+
+def default_checkpoint() -> Path:
+    """The pretrained `anyecg-small` shipped inside the package (see its MODEL_CARD.md)."""
+    return Path(str(files("anyecg") / "weights" / DEFAULT_MODEL))
+
+
 class AnyECG:
     def __init__(self, tokenizer: Tokenizer, backbone: Backbone | None, recipe: Recipe, preset: str | None = None):
         self.tokenizer = tokenizer.eval()
@@ -33,9 +42,10 @@ class AnyECG:
         self.preset = preset
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "AnyECG":
-        """Load a stage-1 (tokenizer only) or stage-2 checkpoint folder, or a run folder with `final/`."""
-        directory = Path(directory)
+    def from_pretrained(cls, directory: str | Path | None = None) -> "AnyECG":
+        """Load a stage-1 (tokenizer only) or stage-2 checkpoint folder, or a run folder with `final/`;
+        with no argument, the pretrained model shipped in the package."""
+        directory = default_checkpoint() if directory is None else Path(directory)
         if (directory / "final" / "config.json").is_file():
             directory = directory / "final"
         config = load_config(directory)

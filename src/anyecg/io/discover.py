@@ -95,14 +95,16 @@ def _excluded(path: Path, patterns: Sequence[str]) -> bool:
 def _records_among(files: Iterable[Path]) -> list[Path]:
     """One path per record among files found by walking folders or globs."""
     files = sorted(set(files))
+    present = set(files)
     headers = {file for file in files if file.suffix.lower() == ".hea"}
     claimed: set[Path] = set()
     # a file with a header of the same stem beside it (100.dat, 100.atr, E07500.mat) is that record
     for file in files:
-        if file.suffix.lower() != ".hea" and file.with_suffix(".hea").is_file():
+        header = file.with_suffix(".hea")
+        if file.suffix.lower() != ".hea" and (header in present or header.is_file()):
             claimed.add(file)
-            headers.add(file.with_suffix(".hea"))
-    for header_file in sorted(headers):
+            headers.add(header)
+    for header_file in sorted(headers):  # headers may also name other signal files, segment headers
         claimed |= _claimed_by_header(header_file)
     records = [file for file in sorted(headers) if file not in claimed]
     for file in files:
