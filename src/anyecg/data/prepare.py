@@ -36,12 +36,14 @@ from anyecg.io.recording import RecordError, Recording
 from anyecg.signal.normalize import normalize
 from anyecg.signal.recipe import Recipe, clean_batch, clean_stream
 
-# Records longer than this are streamed chunk by chunk (memory stays flat for 24 h Holters).
-STREAM_ABOVE_S = 15 * 60.0
+# Records with more samples (all leads) than this are streamed chunk by chunk, so memory stays flat
+# for 24 h Holters; smaller ones (a 30 min 2-lead record has 1.3M) are read and cleaned whole.
+STREAM_ABOVE_VALUES = 16_000_000
 STREAM_CHUNK_S = 5 * 60.0
 # Normalisation statistics of a streamed record come from a strided subsample of this many samples per lead.
 STATS_SAMPLES = 1_000_000
-BATCH_RECORDS = 64
+# Same-shape records are cleaned together, up to this many samples (all leads) per call.
+BATCH_VALUES = 4_000_000
 
 
 @dataclass
@@ -56,6 +58,7 @@ class PrepareConfig:
     leads: list[str] | None = None  # for formats that carry no lead names
     split_seed: int = 0
     progress: bool = True
+    stream_above_values: int = STREAM_ABOVE_VALUES  # records larger than this are streamed in chunks
 
 
 @dataclass
@@ -80,8 +83,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     by_shard = {s: group["source"].tolist() for s, group in plan.groupby("shard")}
     # Each worker process cleans with one thread; a single process lets clean_batch use every core.
     threads = 1 if config.workers > 1 and len(todo) > 1 else None
-    jobs = [(s, [_signal_args(src, config, labels, sources) for src in by_shard[s]], config.recipe, out, threads)
-            for s in todo]
+    jobs = [(s, [_signal_args(src, config, labels, sources) for src in by_shard[s]], config.recipe, out, threads,
+             config.stream_above_values) for s in todo]
 
     bar = tqdm(total=len(plan), unit="rec", desc="prepare", disable=not config.progress, file=sys.stderr)
     bar.update(len(plan) - sum(len(by_shard[s]) for s in todo))
@@ -152,7 +155,7 @@ def _signal_args(source: str, config: PrepareConfig, labels: LabelTable | None, 
 
 def prepare_shard(
     shard: int, records: list[tuple[str, float | None, list[str] | None]], recipe: Recipe, out: Path,
-    threads: int | None = None,
+    threads: int | None = None, stream_above_values: int = STREAM_ABOVE_VALUES,
 ) -> int:
     """Clean every record of one shard into its .f32 file and index; returns the number of records seen.
 
@@ -167,7 +170,7 @@ def prepare_shard(
     for source, fs, leads in records:
         try:
             info = read_header(source, fs=fs, leads=leads)
-            if info.n_samples / info.fs > STREAM_ABOVE_S:
+            if info.n_samples * len(info.leads) > stream_above_values:
                 writer.write_streamed(source, info, fs, leads)
                 continue
             record = check_signal(read_record(source, fs=fs, leads=leads))
@@ -179,7 +182,7 @@ def prepare_shard(
             continue
         key = (record.fs, record.n_leads, record.n_samples)
         pending[key].append(record)
-        if len(pending[key]) >= BATCH_RECORDS:
+        if len(pending[key]) * record.n_leads * record.n_samples >= BATCH_VALUES:
             writer.write_batch(pending.pop(key))
     for batch in pending.values():
         writer.write_batch(batch)
