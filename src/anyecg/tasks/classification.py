@@ -1,0 +1,169 @@
+"""Record-level classification (anomaly, arrhythmia): data, the AnyECG classifier, fine-tuning.
+
+A record's class comes from its manifest labels through a labelling function. Training draws one
+random window per record per epoch; evaluation tiles every record into windows and averages the
+windows' class probabilities into one prediction per record.
+
+Two input forms, one per kind of model:
+- `tokens`: AnyECG's (lead, second) patch grid (any leads, any rate already handled by the store);
+- `contract`: `x [C, T]` in the fixed lead slots, rate and window of a CNN-style model (baselines,
+  ECGFounder, ECG-FM), see `anyecg.models.contract`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from anyecg.data.dataset import StoreWindows, collate_windows
+from anyecg.data.store import Store, split_list
+from anyecg.models.backbone import Backbone
+from anyecg.models.contract import SignalContract, fit_window, to_model_input
+
+
+@dataclass
+class RecordLabels:
+    """Each labelled record's class index, the class names, and the records left out and why."""
+
+    records: np.ndarray  # int [n]: rows of the store manifest
+    targets: np.ndarray  # int [n]: index into `classes`
+    classes: list[str]
+    unlabelled: int  # records the labelling function gave no class
+
+
+def record_labels(store: Store, label_fn: Callable[[list[str]], str | None]) -> RecordLabels:
+    names = [label_fn(split_list(value)) for value in store.manifest["labels"]]
+    classes = sorted({n for n in names if n is not None})
+    index = {name: i for i, name in enumerate(classes)}
+    records = np.array([i for i, n in enumerate(names) if n is not None], dtype=np.int64)
+    targets = np.array([index[names[i]] for i in records], dtype=np.int64)
+    return RecordLabels(records, targets, classes, unlabelled=sum(n is None for n in names))
+
+
+def subsample_labels(labels: RecordLabels, rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded, per-class `fraction` of `rows` (label-efficiency runs); at least one record per class."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return rows
+    rng = np.random.default_rng(seed)
+    target_of = dict(zip(labels.records.tolist(), labels.targets.tolist()))
+    kept = []
+    for cls in np.unique([target_of[r] for r in rows]):
+        members = rows[np.array([target_of[r] == cls for r in rows])]
+        kept.extend(rng.choice(members, size=max(1, round(fraction * len(members))), replace=False))
+    return np.sort(np.array(kept, dtype=np.int64))
+
+
+class LabelledWindows(Dataset):
+    """Windows of the labelled records of one split, each with its record's class index."""
+
+    def __init__(self, store: Store, labels: RecordLabels, rows: np.ndarray, *, form: str = "tokens",
+                 contract: SignalContract | None = None, window_s: int = 10, random_crop: bool = True, seed: int = 0):
+        if form not in ("tokens", "contract"):
+            raise ValueError(f"form must be 'tokens' or 'contract', got {form!r}")
+        if form == "contract" and contract is None:
+            raise ValueError("form 'contract' needs the model's SignalContract")
+        self.store, self.form, self.contract = store, form, contract
+        target_of = dict(zip(labels.records.tolist(), labels.targets.tolist()))
+        self.windows = StoreWindows(store, None, random_crop=random_crop, seed=seed, max_window_s=window_s)
+        self.windows.rows = np.asarray(rows, dtype=np.int64)
+        if not random_crop:
+            self.windows.windows = [w for r in self.windows.rows for w in self.windows._tiles(int(r), window_s)]
+        self.target_of = target_of
+
+    def set_epoch(self, epoch: int) -> None:
+        self.windows.set_epoch(epoch)
+
+    def group_keys(self) -> np.ndarray:
+        return self.windows.group_keys()
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict:
+        ref = self.windows.window(index)
+        target = self.target_of[ref.record]
+        if self.form == "tokens":
+            item = self.windows[index]
+            item["target"] = target
+            return item
+        signal = self.store.signal(ref.record, start=ref.start, stop=ref.stop)  # [L, T] at the store's rate
+        leads = split_list(self.store.manifest.iloc[ref.record]["leads"])
+        x, lead_mask = to_model_input(signal, self.store.recipe.target_fs, leads, self.contract)
+        return {"x": torch.from_numpy(fit_window(x, self.contract.n_samples)), "lead_mask": torch.from_numpy(lead_mask),
+                "target": target, "record": ref.record}
+
+
+def collate_labelled(items: list[dict]) -> dict[str, Tensor]:
+    targets = torch.tensor([item["target"] for item in items], dtype=torch.long)
+    if "patches" in items[0]:
+        batch = collate_windows(items)
+    else:
+        batch = {"x": torch.stack([item["x"] for item in items]), "lead_mask": torch.stack([item["lead_mask"] for item in items]),
+                 "record": torch.tensor([item["record"] for item in items])}
+    batch["targets"] = targets
+    return batch
+
+
+@dataclass
+class ClassifierOutput:
+    loss: Tensor
+    accuracy: Tensor
+    logits: Tensor  # [B, K]
+
+
+class AnyECGClassifier(nn.Module):
+    """The pretrained AnyECG backbone, mean-pooled over real tokens, then a linear head.
+
+    `linear_probe=True` freezes the backbone (and keeps it in eval mode): only the head trains.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int, *, linear_probe: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.linear_probe = linear_probe
+        self.head = nn.Linear(backbone.config.dim, num_classes)
+        if linear_probe:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "AnyECGClassifier":
+        super().train(mode)
+        if self.linear_probe:
+            self.backbone.eval()
+        return self
+
+    def forward_features(self, batch: dict) -> Tensor:
+        """Pooled embedding [B, D] of the batch's windows."""
+        features = self.backbone.forward_features(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, N, D]
+        return self.backbone.pool(features, batch["pad_mask"])
+
+    def forward(self, batch: dict) -> ClassifierOutput:
+        logits = self.head(self.forward_features(batch))  # [B, K]
+        targets = batch["targets"]
+        loss = F.cross_entropy(logits, targets)
+        accuracy = (logits.argmax(-1) == targets).float().mean()
+        return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
+
+
+@torch.no_grad()
+def predict_records(model: nn.Module, dataset: LabelledWindows, num_classes: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(records int [R], probabilities float [R, K]): window probabilities averaged per record."""
+    model.eval()
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, int] = {}
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_labelled([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        logits = model(batch).logits
+        probabilities = torch.softmax(logits.float(), dim=-1).numpy()  # [B, K]
+        for record, p in zip(batch["record"].tolist(), probabilities):
+            sums[record] = sums.get(record, np.zeros(num_classes)) + p
+            counts[record] = counts.get(record, 0) + 1
+    records = np.array(sorted(sums), dtype=np.int64)
+    return records, np.stack([sums[r] / counts[r] for r in records]) if len(records) else np.zeros((0, num_classes))

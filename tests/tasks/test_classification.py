@@ -1,0 +1,79 @@
+"""Record-level fine-tuning on real CinC 2021 records: AnyECG linear probe and a baseline."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from anyecg.data.prepare import PrepareConfig, prepare
+from anyecg.data.store import Store
+from anyecg.models.baselines import build_baseline
+from anyecg.pretrained import AnyECG
+from anyecg.tasks.classification import (
+    AnyECGClassifier, LabelledWindows, collate_labelled, predict_records, record_labels, subsample_labels,
+)
+from anyecg.training.loop import TrainConfig, train
+
+SINUS = "426783006"
+
+
+def sinus_or_not(labels):
+    return None if not labels else ("sinus" if SINUS in labels else "other")
+
+
+@pytest.fixture(scope="module")
+def store(shared_data, tmp_path_factory):
+    src = tmp_path_factory.mktemp("cls_src")
+    for header in sorted((shared_data / "cinc2021").glob("*.hea"))[:24]:
+        for file in (shared_data / "cinc2021").glob(f"{header.stem}.*"):
+            shutil.copy(file, src / file.name)
+            os.chmod(src / file.name, 0o644)
+    out = tmp_path_factory.mktemp("cls_store")
+    prepare(PrepareConfig(sources=[src], out=out, progress=False))
+    return Store(out)
+
+
+def test_record_labels_and_label_fraction(store):
+    labels = record_labels(store, sinus_or_not)
+    assert labels.classes == ["other", "sinus"]
+    expected = [("sinus" if SINUS in l.split(";") else "other") for l in store.manifest["labels"]]
+    assert [labels.classes[t] for t in labels.targets] == expected
+    rows = labels.records
+    half = subsample_labels(labels, rows, 0.5, seed=1)
+    assert set(half) <= set(rows) and len(half) < len(rows)
+    assert {labels.targets[list(rows).index(r)] for r in half} == {0, 1}  # every class kept
+    np.testing.assert_array_equal(half, subsample_labels(labels, rows, 0.5, seed=1))
+
+
+def test_linear_probe_trains_only_the_head(store, tmp_path):
+    torch.set_num_threads(1)
+    labels = record_labels(store, sinus_or_not)
+    pretrained = AnyECG.from_pretrained()
+    frozen = {k: v.clone() for k, v in pretrained.backbone.state_dict().items()}
+    model = AnyECGClassifier(pretrained.backbone, len(labels.classes), linear_probe=True)
+    data = LabelledWindows(store, labels, labels.records, form="tokens", seed=0)
+    config = TrainConfig(max_steps=6, batch_size=8, lr=1e-2, warmup_steps=1, save_every=6, log_every=2)
+    metrics = train(model, data, collate_labelled, config, tmp_path / "probe", model_config={"task": "test"})
+    assert np.isfinite(metrics["loss"])
+    for key, value in model.backbone.state_dict().items():
+        torch.testing.assert_close(value, frozen[key], rtol=0, atol=0, msg=key)
+    evaluation = LabelledWindows(store, labels, labels.records, form="tokens", random_crop=False)
+    records, probabilities = predict_records(model, evaluation, len(labels.classes))
+    assert sorted(records) == sorted(labels.records)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_baseline_through_the_same_loop_and_windows(store, tmp_path):
+    torch.set_num_threads(1)
+    labels = record_labels(store, sinus_or_not)
+    model = build_baseline("xresnet1d-tiny", num_classes=len(labels.classes))
+    data = LabelledWindows(store, labels, labels.records, form="contract", contract=model.config.contract)
+    config = TrainConfig(max_steps=4, batch_size=8, lr=1e-3, warmup_steps=1, save_every=4, log_every=2)
+    metrics = train(model, data, collate_labelled, config, tmp_path / "baseline", model_config={"task": "test"})
+    assert np.isfinite(metrics["loss"])
+    records, probabilities = predict_records(
+        model, LabelledWindows(store, labels, labels.records, form="contract", contract=model.config.contract,
+                               random_crop=False), len(labels.classes))
+    assert probabilities.shape == (len(labels.records), 2)
