@@ -1,0 +1,79 @@
+"""Beat classes of MIT-BIH under the AAMI EC57 grouping, with the inter-patient split of
+de Chazal et al. (IEEE TBME 51(7), 2004): train on DS1, test on DS2, paced records left out.
+
+Only beat annotations are classified; rhythm changes ("+"), noise ("~"), isolated QRS-like
+artefacts ("|"), comments ('"'), non-conducted P waves ("x") and other non-beat symbols are skipped.
+"""
+
+from __future__ import annotations
+
+from anyecg.io.recording import Annotations
+from anyecg.tasks.labels import Sample
+
+AAMI: dict[str, list[str]] = {
+    "N": ["N", "L", "R", "e", "j"],  # normal, bundle branch block, atrial / nodal escape
+    "S": ["A", "a", "J", "S"],  # supraventricular ectopic
+    "V": ["V", "E"],  # premature ventricular contraction, ventricular escape
+    "F": ["F"],  # fusion of ventricular and normal
+    "Q": ["/", "f", "Q"],  # paced, fusion of paced and normal, unclassifiable
+}
+AAMI_CLASSES: list[str] = list(AAMI)
+SYMBOL_TO_AAMI: dict[str, str] = {symbol: name for name, symbols in AAMI.items() for symbol in symbols}
+
+DS1: list[str] = [
+    "101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122",
+    "124", "201", "203", "205", "207", "208", "209", "215", "220", "223", "230",
+]
+DS2: list[str] = [
+    "100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210",
+    "212", "213", "214", "219", "221", "222", "228", "231", "232", "233", "234",
+]
+PACED: list[str] = ["102", "104", "107", "217"]
+
+
+def aami_beats(annotations: Annotations | None) -> list[tuple[int, str]]:
+    """(sample, AAMI class) of every beat annotation, in file order; non-beat symbols skipped."""
+    if annotations is None:
+        return []
+    return [
+        (int(sample), SYMBOL_TO_AAMI[symbol])
+        for sample, symbol in zip(annotations.sample.tolist(), annotations.symbol)
+        if symbol in SYMBOL_TO_AAMI
+    ]
+
+
+def beat_samples(store, record_index: int) -> list[tuple[int, str]]:
+    """(R-peak sample at the store's rate, AAMI class) of every beat of one stored record."""
+    record_id = str(store.manifest.iloc[record_index]["record_id"])
+    return aami_beats(store.annotations(record_id))
+
+
+def beat_windows(store, record_index: int, window_s: float = 1.0, center_s: float | None = None) -> list[Sample]:
+    """A fixed window around each beat of one stored record.
+
+    The window is `window_s` long with the R peak `center_s` after its start (default: the middle).
+    Near the record's edges the window is shifted to lie inside the record, so every window has the
+    same length and the beat stays inside it; a record shorter than one window gives none.
+    """
+    fs = float(store.recipe.target_fs)
+    n_samples = int(store.manifest.iloc[record_index]["n_samples"])
+    length = int(round(window_s * fs))
+    before = length // 2 if center_s is None else int(round(center_s * fs))
+    if length <= 0 or not 0 <= before < length:
+        raise ValueError(f"need window_s > 0 and 0 <= center_s < window_s, got {window_s}, {center_s}")
+    if n_samples < length:
+        return []
+    samples = []
+    for center, label in beat_samples(store, record_index):
+        start = min(max(center - before, 0), n_samples - length)
+        samples.append(Sample(record_index, start, start + length, label))
+    return samples
+
+
+def inter_patient_split(record_ids) -> dict[str, list[str]]:
+    """{"train": DS1 ids present, "test": DS2 ids present}, in DS order; paced and other ids left out."""
+    present = {str(record_id) for record_id in record_ids}
+    return {
+        "train": [record_id for record_id in DS1 if record_id in present],
+        "test": [record_id for record_id in DS2 if record_id in present],
+    }
