@@ -48,7 +48,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared store (anyecg prepare)")
-    p.add_argument("--preset", default="anyecg-small", help="model size (see `anyecg models`)")
+    p.add_argument("--preset", default=None, help="model preset (see `anyecg models`; default: the family's -small)")
     p.add_argument("--out", required=True, type=Path, help="run folder (a rerun resumes from its last checkpoint)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=32, help="global batch (all processes, all accumulation steps)")
@@ -69,9 +69,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain-tokenizer", help="stage 1: train the ECG tokenizer (rhythm codebook)")
     _add_train_options(p)
-    p = sub.add_parser("pretrain", help="stage 2: masked rhythm-code pretraining with a frozen tokenizer")
+    p = sub.add_parser("pretrain", help="AnyECG stage 2 (masked rhythm codes, frozen tokenizer), or ECG-FM / ECGFounder")
     _add_train_options(p)
-    p.add_argument("--tokenizer", required=True, type=Path, help="stage-1 run folder")
+    p.add_argument("--family", choices=["anyecg", "ecgfm", "ecgfounder"], default="anyecg",
+                   help="anyecg: stage 2 (needs --tokenizer); ecgfm: self-supervised; ecgfounder: supervised multi-label")
+    p.add_argument("--tokenizer", type=Path, help="AnyECG stage-1 run folder")
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -93,16 +95,25 @@ def _train_config(args: argparse.Namespace):
 def cmd_pretrain_tokenizer(args: argparse.Namespace) -> int:
     from anyecg.training.pretrain import pretrain_tokenizer
 
-    metrics = pretrain_tokenizer(args.data, args.preset, args.out, _train_config(args), window_s=args.window_seconds)
+    metrics = pretrain_tokenizer(args.data, args.preset or "anyecg-small", args.out, _train_config(args), window_s=args.window_seconds)
     print(json.dumps({"out": str(args.out), **metrics}))
     return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    if args.family != "anyecg":
+        from anyecg.families import pretrain_family
+
+        preset = args.preset or f"{args.family}-small"
+        metrics = pretrain_family(args.family, args.data, preset, args.out, _train_config(args))
+        print(json.dumps({"out": str(args.out), "preset": preset, **metrics}))
+        return 0
+    if args.tokenizer is None:
+        raise ValueError("AnyECG stage 2 needs --tokenizer (the stage-1 run folder of `anyecg pretrain-tokenizer`)")
     from anyecg.training.pretrain import pretrain_backbone
 
     metrics = pretrain_backbone(
-        args.data, args.tokenizer, args.preset, args.out, _train_config(args), window_s=args.window_seconds
+        args.data, args.tokenizer, args.preset or "anyecg-small", args.out, _train_config(args), window_s=args.window_seconds
     )
     print(json.dumps({"out": str(args.out), **metrics}))
     return 0
@@ -204,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (RecordError, StoreError, ValueError, FileNotFoundError) as err:
         print(f"anyecg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyError as err:  # unknown preset or class names
+        print(f"anyecg {args.command}: error: {err.args[0]}", file=sys.stderr)
         return 2
 
 
