@@ -156,6 +156,8 @@ def test_classification_rejects_bad_inputs():
         classification_metrics(["N", "X"], np.full((2, 2), 0.5), ["N", "V"])
     with pytest.raises(ValueError, match="does not match"):
         classification_metrics(["N", "V"], np.full((2, 3), 0.5), ["N", "V"])
+    with pytest.raises(ValueError, match="positive class 'AF'"):
+        classification_metrics(["N", "V"], np.full((2, 2), 0.5), ["N", "V"], positive="AF")
 
 
 # ----------------------------------------------------------------------------- AAMI beats
@@ -200,6 +202,8 @@ def test_mean_std_over_seeds_by_hand():
     assert agg["classes"] == ["N"]
     population = mean_std_over_seeds(runs, ddof=0)
     assert population["accuracy"]["std"] == pytest.approx(np.sqrt(0.08 / 3))
+    from_json = mean_std_over_seeds([json.loads(json.dumps(to_jsonable(run))) for run in runs])
+    assert from_json["auroc"] == agg["auroc"]  # NaN written as null is still left out
     single = mean_std_over_seeds(runs[:1])
     assert math.isnan(single["accuracy"]["std"]) and math.isnan(single["auroc"]["mean"])
 

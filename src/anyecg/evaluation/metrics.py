@@ -146,9 +146,9 @@ def classification_metrics(
         out["accuracy"] = float(accuracy_score(y_idx, pred_idx))
         y_for_f1, pred_for_f1, labels = y_idx, pred_idx, list(range(k))
         if k == 2:
-            pos = classes.index(positive) if positive is not None else 1
             if positive is not None and positive not in classes:
                 raise ValueError(f"positive class {positive!r} is not among classes {classes}")
+            pos = classes.index(positive) if positive is not None else 1
             out["positive"] = classes[pos]
             out["auroc"], out["auprc"] = per_class_rank[pos]
             for j, name in enumerate(classes):
@@ -240,7 +240,7 @@ def mean_std_over_seeds(runs: Sequence[Mapping], ddof: int = 1) -> dict:
     """Aggregate metric dicts from several seeds: every numeric leaf becomes {"mean", "std", "n"}.
 
     `std` is the sample standard deviation (ddof=1, NaN for a single seed) unless `ddof` says
-    otherwise. NaN values (undefined scores in some seeds) are left out and `n` counts the seeds
+    otherwise. NaN or None values (undefined scores in some seeds) are left out and `n` counts the seeds
     that were used. Nested dicts (per_class, per_lead) are aggregated the same way; other leaves
     are kept when every seed agrees and listed per seed otherwise.
     """
@@ -254,8 +254,9 @@ def mean_std_over_seeds(runs: Sequence[Mapping], ddof: int = 1) -> dict:
         values = [run[key] for run in runs if key in run]
         if all(isinstance(v, Mapping) for v in values):
             out[key] = mean_std_over_seeds(values, ddof)
-        elif all(_is_number(v) for v in values):
-            finite = np.array([float(v) for v in values if not math.isnan(float(v))])
+        elif all(_is_number(v) or v is None for v in values) and any(_is_number(v) for v in values):
+            # None is how `to_jsonable` stores NaN, so results read back from JSON aggregate the same
+            finite = np.array([float(v) for v in values if v is not None and not math.isnan(float(v))])
             mean = float(finite.mean()) if len(finite) else NAN
             std = float(finite.std(ddof=ddof)) if len(finite) > ddof else NAN
             out[key] = {"mean": mean, "std": std, "n": int(len(finite))}
