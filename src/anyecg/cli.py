@@ -76,6 +76,49 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", type=Path, help="AnyECG stage-1 run folder")
 
 
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="adapt a pretrained model (or train a baseline) for a task, over several seeds")
+    p.add_argument("--task", choices=["anomaly", "arrhythmia"], required=True)
+    p.add_argument("--data", required=True, type=Path, help="prepared store; labels from its manifest")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--model", type=Path, help="AnyECG checkpoint (default: the one shipped in the package)")
+    p.add_argument("--baseline", help="train this baseline preset instead (see `anyecg models`)")
+    p.add_argument("--random-init", action="store_true", help="AnyECG encoder with random weights (control)")
+    p.add_argument("--linear-probe", action="store_true", help="freeze the encoder, train only the head")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training labels (per class)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
+    p.add_argument("--model", required=True, type=Path, help="fine-tuned model folder (finetune's seed-K/final)")
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True, type=Path)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from anyecg.tasks.runner import FinetuneConfig, finetune
+
+    summary = finetune(args.data, args.out, FinetuneConfig(
+        task=args.task, model=str(args.model) if args.model else None, baseline=args.baseline,
+        random_init=args.random_init, linear_probe=args.linear_probe, seeds=args.seeds,
+        label_fraction=args.label_fraction, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    ))
+    print(json.dumps({k: summary["metrics"][k] for k in ("accuracy", "auroc", "f1_weighted") if k in summary["metrics"]}))
+    print(f"summary: {args.out / 'summary.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from anyecg.evaluation.metrics import to_jsonable
+    from anyecg.tasks.runner import evaluate
+
+    metrics = evaluate(args.model, args.data, args.split, args.out)
+    print(json.dumps({k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, dict)}))
+    return 0
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list model presets of every family")
     p.add_argument("--json", action="store_true", help="print a JSON list")
@@ -191,6 +234,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     "prepare": cmd_prepare, "inspect": cmd_inspect, "demo": cmd_demo, "models": cmd_models,
     "pretrain-tokenizer": cmd_pretrain_tokenizer, "pretrain": cmd_pretrain,
+    "finetune": cmd_finetune, "evaluate": cmd_evaluate,
 }
 
 
@@ -201,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_inspect(sub)
     _add_pretrain(sub)
+    _add_finetune(sub)
     _add_models(sub)
     _add_demo(sub)
     return parser

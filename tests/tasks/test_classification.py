@@ -77,3 +77,39 @@ def test_baseline_through_the_same_loop_and_windows(store, tmp_path):
         model, LabelledWindows(store, labels, labels.records, form="contract", contract=model.config.contract,
                                random_crop=False), len(labels.classes))
     assert probabilities.shape == (len(labels.records), 2)
+
+
+def test_finetune_and_evaluate_commands(store, tmp_path, capsys):
+    """The user's path: finetune over seeds, then evaluate a seed's model on the test split."""
+    import json
+
+    from anyecg.cli import main
+
+    torch.set_num_threads(1)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--task", "anomaly", "--data", str(store.root), "--out", str(out), "--linear-probe",
+                 "--seeds", "2", "--steps", "3", "--batch-size", "8"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == 2 and summary["classes"] == ["abnormal", "normal"]
+    assert set(summary["metrics"]["accuracy"]) == {"mean", "std", "n"} and summary["metrics"]["accuracy"]["n"] == 2
+    assert main(["evaluate", "--model", str(out / "seed-1" / "final"), "--data", str(store.root), "--out",
+                 str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for key in ("accuracy", "auroc", "auprc", "f1_weighted", "f1_macro", "precision", "per_class"):
+        assert key in metrics
+    assert "auroc_normal_positive" in metrics and "auroc_abnormal_positive" in metrics
+    predictions = (tmp_path / "ev" / "predictions.csv").read_text().splitlines()
+    test_records = int((store.manifest["split"] == "test").sum())
+    assert len(predictions) == 1 + test_records and predictions[0].startswith("record_id,label,predicted,p_abnormal")
+    assert (tmp_path / "ev" / "roc_pr.png").stat().st_size > 0 and (tmp_path / "ev" / "confusion.png").stat().st_size > 0
+    # the same model scored twice gives the same numbers
+    assert metrics == json.loads((out / "seed-1" / "test" / "metrics.json").read_text())
+
+
+def test_finetune_a_baseline_with_a_label_fraction(store, tmp_path):
+    from anyecg.tasks.runner import FinetuneConfig, finetune
+
+    torch.set_num_threads(1)
+    summary = finetune(store.root, tmp_path / "b", FinetuneConfig(
+        task="anomaly", baseline="xresnet1d-tiny", seeds=1, steps=2, batch_size=4, label_fraction=0.5))
+    assert summary["label_fraction"] == 0.5 and "auroc" in summary["metrics"]
