@@ -98,6 +98,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from anyecg.evaluation.metrics import to_jsonable
     from anyecg.tasks.runner import FinetuneConfig, finetune
 
     summary = finetune(args.data, args.out, FinetuneConfig(
@@ -105,7 +106,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         random_init=args.random_init, linear_probe=args.linear_probe, seeds=args.seeds,
         label_fraction=args.label_fraction, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
     ))
-    print(json.dumps({k: summary["metrics"][k] for k in ("accuracy", "auroc", "f1_weighted") if k in summary["metrics"]}))
+    headline = {k: summary["metrics"][k] for k in ("accuracy", "auroc", "f1_weighted") if k in summary["metrics"]}
+    print(json.dumps(to_jsonable(headline)))
     print(f"summary: {args.out / 'summary.json'}")
     return 0
 
