@@ -121,6 +121,94 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_use(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="per-record class probabilities from a fine-tuned model")
+    p.add_argument("paths", nargs="+", help="record files, folders or globs")
+    p.add_argument("--model", required=True, type=Path, help="fine-tuned model folder (finetune's seed-K/final)")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--fs", type=float, help="sampling rate for formats that carry none")
+    p.add_argument("--leads", type=_lead_list, help="lead names for formats that carry none")
+    p = sub.add_parser("embed", help="one embedding per record (any rate, leads, length) to .npy or .parquet")
+    p.add_argument("paths", nargs="+", help="record files, folders or globs")
+    p.add_argument("--out", required=True, type=Path, help="FILE.npy or FILE.parquet")
+    p.add_argument("--model", type=Path, help="AnyECG checkpoint (default: the one shipped in the package)")
+    p.add_argument("--fs", type=float, help="sampling rate for formats that carry none")
+    p.add_argument("--leads", type=_lead_list, help="lead names for formats that carry none")
+
+
+def _records(args: argparse.Namespace):
+    """(path, Recording or None, problem) for every record under the given paths; bad ones reported."""
+    from anyecg.io import find_records, read_record
+    from anyecg.io.recording import RecordError
+
+    paths = find_records(args.paths)
+    if not paths:
+        raise ValueError(f"no records found in {args.paths}")
+    for path in paths:
+        try:
+            yield path, read_record(path, fs=args.fs, leads=args.leads), None
+        except RecordError as err:
+            yield path, None, err.problem
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from anyecg.tasks.runner import load_finetuned, predict_signal
+
+    model, config = load_finetuned(args.model)
+    classes = config["classes"]
+    rows = []
+    for path, record, problem in _records(args):
+        if record is None:
+            print(f"skipped {path}: {problem}", file=sys.stderr)
+            continue
+        probabilities = predict_signal(model, config, record.signal, record.fs, record.raw_leads or record.leads)
+        rows.append({"record": record.record_id, "source": str(path), "predicted": classes[int(probabilities.argmax())],
+                     **{f"p_{c}": round(float(p), 6) for c, p in zip(classes, probabilities)}})
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        import pandas as pd
+
+        print(pd.DataFrame(rows).to_csv(index=False), end="")
+    else:
+        for row in rows:
+            scores = "  ".join(f"{k[2:]}={v:.3f}" for k, v in row.items() if k.startswith("p_"))
+            print(f"{row['record']:<24} {row['predicted']:<12} {scores}")
+    return 0 if rows else 2
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from anyecg.pretrained import AnyECG
+
+    if args.out.suffix not in (".npy", ".parquet"):
+        raise ValueError(f"--out must end in .npy or .parquet, got {args.out}")
+    model = AnyECG.from_pretrained(args.model)
+    ids, vectors = [], []
+    for path, record, problem in _records(args):
+        if record is None:
+            print(f"skipped {path}: {problem}", file=sys.stderr)
+            continue
+        ids.append(record.record_id)
+        vectors.append(model.embed(record.signal, record.fs, record.raw_leads or record.leads))
+    if not vectors:
+        raise ValueError("no record could be embedded")
+    matrix = np.stack(vectors).astype(np.float32)  # [records, D]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix == ".npy":
+        np.save(args.out, matrix)
+        args.out.with_suffix(".records.txt").write_text("\n".join(ids) + "\n")
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame(matrix, columns=[f"e{i}" for i in range(matrix.shape[1])])
+        frame.insert(0, "record_id", ids)
+        frame.to_parquet(args.out, index=False)
+    print(f"{len(ids)} embeddings of {matrix.shape[1]} values -> {args.out}")
+    return 0
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list model presets of every family")
     p.add_argument("--json", action="store_true", help="print a JSON list")
@@ -236,7 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     "prepare": cmd_prepare, "inspect": cmd_inspect, "demo": cmd_demo, "models": cmd_models,
     "pretrain-tokenizer": cmd_pretrain_tokenizer, "pretrain": cmd_pretrain,
-    "finetune": cmd_finetune, "evaluate": cmd_evaluate,
+    "finetune": cmd_finetune, "evaluate": cmd_evaluate, "predict": cmd_predict, "embed": cmd_embed,
 }
 
 
@@ -248,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     _add_pretrain(sub)
     _add_finetune(sub)
+    _add_use(sub)
     _add_models(sub)
     _add_demo(sub)
     return parser

@@ -29,6 +29,30 @@ from anyecg.training.pretrain import MaskedCodeModel, model_config
 DEFAULT_MODEL = "anyecg-small"
 
 
+def token_windows(signal: np.ndarray, fs: float, leads: list[str], recipe: Recipe, window_s: int) -> list[dict[str, torch.Tensor]]:
+    """A raw recording (mV, [leads, samples]) cleaned with `recipe` and cut into consecutive windows
+    of `window_s` seconds, each a batch of one: `patches [1, L, P, S]`, `lead_ids [1, L]`, `pad_mask`."""
+    signal = np.asarray(signal, dtype=np.float32)
+    if signal.ndim != 2 or signal.shape[0] != len(leads):
+        raise ValueError(f"signal shape {signal.shape} does not match {len(leads)} lead names {list(leads)}")
+    if not np.isfinite(signal).all():
+        raise ValueError(f"signal has {int((~np.isfinite(signal)).sum())} NaN/inf samples")
+    if fs <= 0:
+        raise ValueError(f"sampling rate must be positive, got {fs}")
+    clean = preprocess(signal, fs, recipe)  # [L, T'] at the recipe's rate
+    ids = torch.from_numpy(lead_ids(canonical_leads(list(leads))))[None]  # [1, L]
+    size = window_s * recipe.patch_size
+    batches = []
+    for start in range(0, clean.shape[1], size):
+        patches, _ = patchify(clean[:, start : start + size], recipe.patch_size)  # [L, P, S]
+        batches.append({
+            "patches": torch.from_numpy(patches)[None],  # [1, L, P, S]
+            "lead_ids": ids,
+            "pad_mask": torch.zeros(1, *patches.shape[:2], dtype=torch.bool),  # [1, L, P]
+        })
+    return batches
+
+
 def default_checkpoint() -> Path:
     """The pretrained `anyecg-small` shipped inside the package (see its MODEL_CARD.md)."""
     return Path(str(files("anyecg") / "weights" / DEFAULT_MODEL))
@@ -75,26 +99,10 @@ class AnyECG:
     # ------------------------------------------------------------------ input
 
     def windows(self, signal: np.ndarray, fs: float, leads: list[str]) -> list[dict[str, torch.Tensor]]:
-        """Preprocess a raw recording (mV, [leads, samples]) into model batches of one window each."""
-        signal = np.asarray(signal, dtype=np.float32)
-        if signal.ndim != 2 or signal.shape[0] != len(leads):
-            raise ValueError(f"signal shape {signal.shape} does not match {len(leads)} lead names {list(leads)}")
-        if not np.isfinite(signal).all():
-            raise ValueError(f"signal has {int((~np.isfinite(signal)).sum())} NaN/inf samples")
-        if fs <= 0:
-            raise ValueError(f"sampling rate must be positive, got {fs}")
-        clean = preprocess(signal, fs, self.recipe)  # [L, T'] at the recipe's rate
-        ids = torch.from_numpy(lead_ids(canonical_leads(list(leads))))[None]  # [1, L]
-        size = max_seconds_for_budget(len(leads), self.tokenizer.config.max_tokens) * self.recipe.patch_size
-        batches = []
-        for start in range(0, clean.shape[1], size):
-            patches, _ = patchify(clean[:, start : start + size], self.recipe.patch_size)  # [L, P, S]
-            batches.append({
-                "patches": torch.from_numpy(patches)[None],  # [1, L, P, S]
-                "lead_ids": ids,
-                "pad_mask": torch.zeros(1, *patches.shape[:2], dtype=torch.bool),  # [1, L, P]
-            })
-        return batches
+        """Preprocess a raw recording (mV, [leads, samples]) into model batches of one window each,
+        as long as the token budget allows for its lead count."""
+        seconds = max_seconds_for_budget(len(leads), self.tokenizer.config.max_tokens)
+        return token_windows(signal, fs, leads, self.recipe, seconds)
 
     # ------------------------------------------------------------------ outputs
 

@@ -113,3 +113,42 @@ def test_finetune_a_baseline_with_a_label_fraction(store, tmp_path):
     summary = finetune(store.root, tmp_path / "b", FinetuneConfig(
         task="anomaly", baseline="xresnet1d-tiny", seeds=1, steps=2, batch_size=4, label_fraction=0.5))
     assert summary["label_fraction"] == 0.5 and "auroc" in summary["metrics"]
+
+
+def test_predict_and_embed_commands_on_record_files(store, shared_data, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from anyecg.cli import main
+
+    torch.set_num_threads(1)
+    out = tmp_path / "ft"
+    assert main(["finetune", "--task", "anomaly", "--data", str(store.root), "--out", str(out), "--linear-probe",
+                 "--seeds", "1", "--steps", "2", "--batch-size", "8"]) == 0
+    capsys.readouterr()
+    files = [str(shared_data / "cinc2021" / "E07500.hea"), str(shared_data / "mitdb" / "100.hea")]
+    broken = tmp_path / "broken.hea"
+    broken.write_text("not a header\n")
+    assert main(["predict", *files, str(broken), "--model", str(out / "seed-0" / "final"), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert [r["record"] for r in rows] == ["E07500", "100"]
+    for row in rows:
+        assert row["predicted"] in ("abnormal", "normal")
+        assert row["p_abnormal"] + row["p_normal"] == pytest.approx(1, abs=1e-5)
+    assert "broken.hea" in captured.err
+    # predicting from the raw file equals scoring the prepared copy of the same record in the store
+    from anyecg.tasks.runner import load_finetuned
+
+    model, config = load_finetuned(out / "seed-0" / "final")
+    labels = record_labels(store, sinus_or_not)
+    row = int(np.flatnonzero(store.manifest["record_id"] == "E07500")[0])
+    windows = LabelledWindows(store, labels, np.array([row]), form="tokens", random_crop=False)
+    _, stored = predict_records(model, windows, 2)
+    np.testing.assert_allclose([rows[0]["p_abnormal"], rows[0]["p_normal"]], stored[0], atol=1e-4)
+    assert main(["embed", *files, "--out", str(tmp_path / "e.parquet")]) == 0
+    frame = pd.read_parquet(tmp_path / "e.parquet")
+    assert frame["record_id"].tolist() == ["E07500", "100"] and frame.shape[1] == 1 + 128
+    assert main(["embed", files[0], "--out", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (1, 128)

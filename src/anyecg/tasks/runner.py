@@ -18,18 +18,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from anyecg.data.store import Store
 from anyecg.evaluation.metrics import classification_metrics, mean_std_over_seeds, to_jsonable
 from anyecg.evaluation.plots import plot_confusion, plot_roc_pr
 from anyecg.models.backbone import Backbone, BackboneConfig
 from anyecg.models.baselines import build_baseline
-from anyecg.pretrained import AnyECG
+from anyecg.models.contract import segments
+from anyecg.pretrained import AnyECG, token_windows
+from anyecg.signal.leads import canonical_leads
+from anyecg.signal.recipe import Recipe, preprocess
 from anyecg.tasks.classification import (
     AnyECGClassifier, LabelledWindows, collate_labelled, predict_records, record_labels, subsample_labels,
 )
 from anyecg.tasks.labels import anomaly_label, arrhythmia_label
-from anyecg.training.checkpoint import load_config, load_state_dict_strict, save_checkpoint
+from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict
 from anyecg.training.loop import FINAL, TrainConfig, train
 
 LABEL_FUNCTIONS = {"anomaly": anomaly_label, "arrhythmia": arrhythmia_label}
@@ -102,7 +106,7 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
 
 
 def load_finetuned(directory: str | Path):
-    """(model, config) of a fine-tuned folder, strictly loaded."""
+    """(model, config) of a fine-tuned folder, strictly loaded; `config["recipe"]` is its Recipe."""
     config = load_config(directory)
     if config.get("family") != "finetuned":
         raise ValueError(f"{directory}: not a fine-tuned model (family {config.get('family')!r})")
@@ -112,7 +116,23 @@ def load_finetuned(directory: str | Path):
     else:
         model = AnyECGClassifier(Backbone(BackboneConfig(**spec["backbone"])), n_classes)
     load_state_dict_strict(model, directory)
+    config["recipe"] = Recipe.from_json((Path(directory) / RECIPE_FILE).read_text())
     return model.eval(), config
+
+
+@torch.no_grad()
+def predict_signal(model, config: dict, signal: np.ndarray, fs: float, leads: list[str]) -> np.ndarray:
+    """float [K]: class probabilities of one raw recording (mV), averaged over its windows."""
+    recipe = config["recipe"]
+    if config["model"]["kind"] == "baseline":
+        clean = preprocess(np.asarray(signal, dtype=np.float32), fs, recipe)
+        windows, lead_mask = segments(clean, recipe.target_fs, canonical_leads(list(leads)), model.config.contract)
+        x = torch.from_numpy(windows)  # [S, C, T]
+        logits = model(x, torch.from_numpy(lead_mask)[None].expand(len(x), -1))  # [S, K]
+    else:
+        batches = token_windows(signal, fs, leads, recipe, config["window_s"])
+        logits = torch.cat([model.head(model.forward_features(b)) for b in batches])  # [S, K]
+    return torch.softmax(logits.float(), dim=-1).mean(dim=0).numpy()
 
 
 def evaluate(model_dir: str | Path, data: str | Path, split: str, out: str | Path) -> dict:
