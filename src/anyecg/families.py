@@ -25,7 +25,7 @@ from torch import nn
 from anyecg.data.multilabel import MultiLabelTarget, MultiLabelWindows, build_vocabulary, collate_multilabel
 from anyecg.data.store import Store
 from anyecg.models.contract import segments
-from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer, SegmentPairs, collate_pairs, ecgfm_config
+from anyecg.models.ecgfm import ECGFMConfig, ECGFMPretrainer, SegmentPairs, collate_pairs, ecgfm_config
 from anyecg.models.ecgfounder import ECGFounder, ECGFounderConfig, ecgfounder_config
 from anyecg.signal.leads import canonical_leads
 from anyecg.signal.recipe import Recipe, preprocess

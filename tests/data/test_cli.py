@@ -1,7 +1,6 @@
 import json
 import shutil
 
-import pytest
 from matplotlib.image import imread
 
 from anyecg.cli import main

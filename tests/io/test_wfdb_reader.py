@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import wfdb
 
-from anyecg.io import RecordError, read_annotations, read_header, read_record
+from anyecg.io import read_annotations, read_header, read_record
 from anyecg.io.wfdb_reader import parse_header
 from anyecg.signal.leads import STANDARD_12
 

@@ -23,7 +23,6 @@ from anyecg.models.ecgfm import (
     GumbelQuantizer,
     SegmentPairs,
     build_ecgfm,
-    build_pretrainer,
     cmsc_loss,
     collate_pairs,
     contrastive_logits,

@@ -7,12 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from anyecg.data.multilabel import MultiLabelWindows, build_vocabulary, collate_multilabel
 from anyecg.data.prepare import PrepareConfig, prepare
