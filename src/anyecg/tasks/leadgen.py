@@ -1,0 +1,359 @@
+"""Corrupted / missing lead generation: reconstruct chosen target leads from the present input leads.
+
+Data: full `window_s` windows of the store records that have every input and every target lead
+(other records are counted as excluded, with the reason), split by the manifest's `split` column.
+Signals are the store's normalised units (the recipe's per-record, per-lead amplitude
+normalisation, z-score by default); metrics are reported in those units and, for MAE, also in mV
+(the target lead's stored offset and scale undone). Note that the normalised target uses the
+target lead's own per-record offset and scale: the mV figures are the ones free of that knowledge
+only up to that affine map, which is why both are reported.
+
+Models:
+- `leadgen_linear`: every target lead as a least-squares linear combination of the input leads at
+  the same instant, fitted in closed form on all train windows (`LinearLeadGenerator.fit`);
+- AnyECG masked-lead generation: the backbone reads the tokens of all leads, input and target, with
+  the target leads' tokens replaced by its mask token (the lead embedding still says which lead is
+  asked for); a linear head maps each target token's feature [D] to its 1-second patch. MSE on the
+  target patches; `linear_probe` freezes the backbone, otherwise everything is fine-tuned.
+
+    input patches [B, C_in, P, S] + masked target rows [B, C_out, P, S]
+        --backbone--> [B, (C_in + C_out) * P, D] --target rows--> [B, C_out, P, D]
+        --head--> [B, C_out, P, S] --> [B, C_out, T]
+
+A fine-tuned folder is `model.safetensors` + `config.json` (family "finetuned", task "leadgen",
+model spec, input/target leads, window) + `recipe.json`, like the classification tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from anyecg.data.store import Store, split_list
+from anyecg.evaluation.metrics import leadgen_metrics, mean_std_over_seeds, to_jsonable
+from anyecg.evaluation.plots import plot_reconstructions
+from anyecg.models.backbone import Backbone, BackboneConfig
+from anyecg.models.baselines.common import LeadGenConfig
+from anyecg.models.baselines.leadgen_linear import LeadGenOutput, LinearLeadGenerator
+from anyecg.pretrained import AnyECG
+from anyecg.signal.leads import canonical_leads, lead_ids
+from anyecg.signal.recipe import Recipe
+from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict, save_checkpoint
+from anyecg.training.loop import FINAL, TrainConfig, train
+
+LINEAR = "leadgen_linear"
+BASELINES = (LINEAR,)
+
+
+@dataclass
+class LeadGenFinetuneConfig:
+    input_leads: tuple[str, ...] = ("II",)  # canonical names of the leads the model reads
+    target_leads: tuple[str, ...] = ("V1",)  # canonical names of the leads it reconstructs
+    model: str | None = None  # AnyECG checkpoint folder; None: the one shipped in the package
+    baseline: str | None = None  # "leadgen_linear": the closed-form least-squares baseline instead
+    linear_probe: bool = False  # AnyECG: train the head only, backbone frozen
+    seeds: int = 1
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    window_s: int = 10
+    plot_examples: int = 3
+
+    def __post_init__(self):
+        self.input_leads = tuple(canonical_leads(list(self.input_leads)))
+        self.target_leads = tuple(canonical_leads(list(self.target_leads)))
+        if not self.input_leads or not self.target_leads:
+            raise ValueError(f"need input and target leads, got {self.input_leads} -> {self.target_leads}")
+        overlap = set(self.input_leads) & set(self.target_leads)
+        if overlap:
+            raise ValueError(f"leads {sorted(overlap)} are both input and target")
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise ValueError(f"unknown lead generation baseline {self.baseline!r}; known: {list(BASELINES)}")
+
+
+@dataclass
+class Eligibility:
+    """Manifest rows usable for the task, and how many were left out for which reason."""
+
+    rows: np.ndarray  # int [n]
+    excluded: dict[str, int] = field(default_factory=dict)  # reason -> record count
+
+
+def eligible_records(store: Store, input_leads, target_leads, window_s: int, split: str | None = None) -> Eligibility:
+    """Records (of `split`, or all) with every input and target lead and at least one full window."""
+    needed = list(input_leads) + list(target_leads)
+    size = window_s * store.recipe.target_fs
+    rows, excluded = [], Counter()
+    for row, (leads, n_samples, record_split) in enumerate(
+        zip(store.manifest["leads"], store.manifest["n_samples"], store.manifest["split"])
+    ):
+        if split is not None and record_split != split:
+            continue
+        missing = [lead for lead in needed if lead not in split_list(leads)]
+        if missing:
+            excluded[f"missing leads {','.join(missing)}"] += 1
+        elif int(n_samples) < size:
+            excluded[f"shorter than {window_s} s"] += 1
+        else:
+            rows.append(row)
+    return Eligibility(np.array(rows, dtype=np.int64), dict(sorted(excluded.items())))
+
+
+class LeadGenWindows(Dataset):
+    """Full windows of the given records, input leads then target leads, normalised.
+
+    `random_crop=True` (training): one window per record, a fresh random start (on a second
+    boundary) each epoch. `random_crop=False` (evaluation): each record tiled into consecutive full
+    windows; the tail shorter than one window is left out.
+    """
+
+    def __init__(self, store: Store, rows: np.ndarray, input_leads, target_leads, *, window_s: int = 10,
+                 random_crop: bool = True, seed: int = 0):
+        self.store, self.rows = store, np.asarray(rows, dtype=np.int64)
+        self.input_leads, self.target_leads = tuple(input_leads), tuple(target_leads)
+        self.size = window_s * store.recipe.target_fs
+        self.patch_size = store.recipe.patch_size
+        self.random_crop, self.seed, self.epoch = random_crop, seed, 0
+        self.lead_ids = torch.from_numpy(lead_ids(list(self.input_leads + self.target_leads)))  # [C_in + C_out]
+        lengths = store.manifest["n_samples"].to_numpy()
+        self.tiles = [] if random_crop else [
+            (int(r), start) for r in self.rows for start in range(0, int(lengths[r]) - self.size + 1, self.size)
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.random_crop else len(self.tiles)
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(manifest row, first sample) of item `index`."""
+        if not self.random_crop:
+            return self.tiles[index]
+        record = int(self.rows[index])
+        length = int(self.store.manifest.iloc[record]["n_samples"])
+        n_starts = (length - self.size) // self.patch_size + 1
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return record, int(rng.integers(n_starts)) * self.patch_size
+
+    def channels(self, record: int) -> np.ndarray:
+        """int [C_in + C_out]: where the input then target leads sit in the record's stored leads."""
+        leads = split_list(self.store.manifest.iloc[record]["leads"])
+        return np.array([leads.index(lead) for lead in self.input_leads + self.target_leads])
+
+    def __getitem__(self, index: int) -> dict:
+        record, start = self.window(index)
+        signal = self.store.signal(record, start=start, stop=start + self.size)[self.channels(record)]  # [C, T]
+        return {"signal": torch.from_numpy(signal), "lead_ids": self.lead_ids, "record": record, "start": start,
+                "n_inputs": len(self.input_leads), "patch_size": self.patch_size}
+
+
+def collate_leadgen(items: list[dict]) -> dict[str, Tensor]:
+    """`x [B, C_in, T]`, `targets [B, C_out, T]`, and the token form of the same windows:
+    `patches [B, L, P, S]` (target rows zeroed), `lead_ids [B, L]`, `pad_mask [B, L, P]` (all False),
+    `token_mask [B, L, P]` (True on the target rows), `record [B]`, `start [B]`."""
+    signal = torch.stack([item["signal"] for item in items])  # [B, L, T]
+    n_inputs, size = items[0]["n_inputs"], items[0]["patch_size"]
+    B, L, T = signal.shape
+    patches = signal.reshape(B, L, T // size, size).clone()  # [B, L, P, S]
+    patches[:, n_inputs:] = 0.0
+    token_mask = torch.zeros(B, L, T // size, dtype=torch.bool)
+    token_mask[:, n_inputs:] = True
+    return {
+        "x": signal[:, :n_inputs], "targets": signal[:, n_inputs:],
+        "patches": patches, "lead_ids": torch.stack([item["lead_ids"] for item in items]),
+        "pad_mask": torch.zeros(B, L, T // size, dtype=torch.bool), "token_mask": token_mask,
+        "record": torch.tensor([item["record"] for item in items]), "start": torch.tensor([item["start"] for item in items]),
+    }
+
+
+class AnyECGLeadGenerator(nn.Module):
+    """Masked-lead generation with the AnyECG backbone: the target leads' tokens are the mask token,
+    a linear head turns each contextual target token [D] into its patch [S].
+
+    `linear_probe=True` freezes the backbone (and keeps it in eval mode): only the head trains.
+    """
+
+    def __init__(self, backbone: Backbone, n_targets: int, *, linear_probe: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.n_targets = n_targets
+        self.linear_probe = linear_probe
+        self.head = nn.Linear(backbone.config.dim, backbone.config.patch_size)
+        if linear_probe:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "AnyECGLeadGenerator":
+        super().train(mode)
+        if self.linear_probe:
+            self.backbone.eval()
+        return self
+
+    def generate(self, batch: dict) -> Tensor:
+        """Reconstructed target leads [B, C_out, T] of a `collate_leadgen` batch."""
+        patches = batch["patches"]  # [B, L, P, S]
+        B, L, P, S = patches.shape
+        if L <= self.n_targets:
+            raise ValueError(f"{L} leads in the batch, but {self.n_targets} targets need at least one input lead besides")
+        features = self.backbone.forward_features(patches, batch["lead_ids"], batch["pad_mask"], batch["token_mask"])
+        targets = features.view(B, L, P, -1)[:, L - self.n_targets:]  # [B, C_out, P, D], lead-major tokens
+        return self.head(targets).reshape(B, self.n_targets, P * S)  # [B, C_out, T]
+
+    def forward(self, batch: dict) -> LeadGenOutput:
+        generated = self.generate(batch)  # [B, C_out, T]
+        error = generated.float() - batch["targets"].float()
+        return LeadGenOutput(loss=error.square().mean(), mae=error.abs().mean().detach(), generated=generated)
+
+
+def _stack(dataset: LeadGenWindows) -> dict[str, Tensor]:
+    return collate_leadgen([dataset[i] for i in range(len(dataset))])
+
+
+def _linear_model(config: LeadGenFinetuneConfig, fs: float) -> LinearLeadGenerator:
+    return LinearLeadGenerator(LeadGenConfig(fs=fs, window_s=config.window_s, leads=config.input_leads,
+                                             target_leads=config.target_leads))
+
+
+def fit_linear(store: Store, rows: np.ndarray, config: LeadGenFinetuneConfig) -> tuple[LinearLeadGenerator, int]:
+    """(least-squares linear generator fitted on every full window of `rows`, number of windows)."""
+    windows = LeadGenWindows(store, rows, config.input_leads, config.target_leads, window_s=config.window_s,
+                             random_crop=False)
+    if len(windows) == 0:
+        raise ValueError(f"{store.root}: no full {config.window_s} s windows to fit the linear generator on")
+    batch = _stack(windows)
+    model = _linear_model(config, store.recipe.target_fs).fit(batch["x"].numpy(), batch["targets"].numpy())
+    return model.eval(), len(windows)
+
+
+def finetune_leadgen(data: str | Path, out: str | Path, config: LeadGenFinetuneConfig) -> dict:
+    """Train on the train split (per seed for AnyECG), evaluate each model on the test split;
+    `out/seed-K/final` holds each model, `out/summary.json` the mean +/- std over seeds."""
+    store, out = Store(data), Path(out)
+    train_rows = eligible_records(store, config.input_leads, config.target_leads, config.window_s, "train")
+    test_rows = eligible_records(store, config.input_leads, config.target_leads, config.window_s, "test")
+    if len(train_rows.rows) == 0 or len(test_rows.rows) == 0:
+        raise ValueError(
+            f"{store.root}: leads {list(config.input_leads)} -> {list(config.target_leads)} need train and test records "
+            f"with all of them; found {len(train_rows.rows)} train (excluded {train_rows.excluded}) and "
+            f"{len(test_rows.rows)} test (excluded {test_rows.excluded})"
+        )
+    base_config = {"family": "finetuned", "task": "leadgen", "input_leads": list(config.input_leads),
+                   "target_leads": list(config.target_leads), "window_s": config.window_s,
+                   "finetune": to_jsonable(asdict(config)), "train_records": int(len(train_rows.rows))}
+    per_seed = []
+    # the closed-form fit has no randomness: one model whatever the seed count
+    for seed in range(1 if config.baseline == LINEAR else config.seeds):
+        run = out / f"seed-{seed}"
+        if config.baseline == LINEAR:
+            model, n_windows = fit_linear(store, train_rows.rows, config)
+            spec = {"kind": "baseline", "preset": LINEAR, "config": asdict(model.config)}
+            save_checkpoint(run / FINAL, model.state_dict(), {**base_config, "model": spec, "train_windows": n_windows},
+                            store.recipe.to_json())
+        else:
+            pretrained = AnyECG.from_pretrained(config.model)
+            if pretrained.backbone is None:
+                raise ValueError(f"{config.model}: a tokenizer-only checkpoint; lead generation needs a stage-2 checkpoint")
+            model = AnyECGLeadGenerator(pretrained.backbone, len(config.target_leads), linear_probe=config.linear_probe)
+            spec = {"kind": "anyecg", "backbone": asdict(pretrained.backbone.config), "linear_probe": config.linear_probe}
+            dataset = LeadGenWindows(store, train_rows.rows, config.input_leads, config.target_leads,
+                                     window_s=config.window_s, seed=seed)
+            train_config = TrainConfig(max_steps=config.steps, batch_size=min(config.batch_size, len(dataset)),
+                                       lr=config.lr, warmup_steps=max(1, config.steps // 10), save_every=config.steps,
+                                       log_every=10, seed=seed)
+            train(model, dataset, collate_leadgen, train_config, run, model_config={**base_config, "model": spec},
+                  recipe_json=store.recipe.to_json())
+        per_seed.append(evaluate_leadgen(run / FINAL, data, "test", run / "test"))
+    summary = {
+        "task": "leadgen", "input_leads": list(config.input_leads), "target_leads": list(config.target_leads),
+        "model": config.baseline or "anyecg", "linear_probe": config.linear_probe,
+        "train_records": int(len(train_rows.rows)), "test_records": int(len(test_rows.rows)),
+        "excluded_train": train_rows.excluded, "excluded_test": test_rows.excluded,
+        "seeds": len(per_seed), "metrics": mean_std_over_seeds(per_seed),
+    }
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    return summary
+
+
+def load_leadgen(directory: str | Path):
+    """(model, config) of a fine-tuned lead generation folder, strictly loaded; `config["recipe"]` is its Recipe."""
+    config = load_config(directory)
+    if config.get("family") != "finetuned" or config.get("task") != "leadgen":
+        raise ValueError(f"{directory}: not a fine-tuned lead generator (family {config.get('family')!r}, "
+                         f"task {config.get('task')!r})")
+    spec = config["model"]
+    if spec["kind"] == "baseline":
+        model = LinearLeadGenerator(LeadGenConfig(**spec["config"]))
+    else:
+        model = AnyECGLeadGenerator(Backbone(BackboneConfig(**spec["backbone"])), len(config["target_leads"]))
+    load_state_dict_strict(model, directory)
+    config["recipe"] = Recipe.from_json((Path(directory) / RECIPE_FILE).read_text())
+    return model.eval(), config
+
+
+@torch.no_grad()
+def predict_leadgen(model: nn.Module, dataset: LeadGenWindows, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, reconstructions), float32 [N, C_out, T] each, in the store's normalised units."""
+    model.eval()
+    targets, generated = [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_leadgen([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        out = model(batch["x"]) if isinstance(model, LinearLeadGenerator) else model.generate(batch)  # [B, C_out, T]
+        targets.append(batch["targets"].numpy())
+        generated.append(out.float().numpy())
+    return np.concatenate(targets), np.concatenate(generated)
+
+
+def _to_mv(store: Store, dataset: LeadGenWindows, signals: np.ndarray) -> np.ndarray:
+    """Undo each window's target-lead normalisation: [N, C_out, T] normalised -> mV."""
+    out = np.empty_like(signals)
+    n_inputs = len(dataset.input_leads)
+    for i in range(len(signals)):
+        record, _ = dataset.window(i)
+        channels = dataset.channels(record)[n_inputs:]
+        row = store.manifest.iloc[record]
+        offset = np.asarray(row["norm_offset"], dtype=np.float32)[channels, None]  # [C_out, 1]
+        scale = np.asarray(row["norm_scale"], dtype=np.float32)[channels, None]  # [C_out, 1]
+        out[i] = signals[i] * scale + offset
+    return out
+
+
+def evaluate_leadgen(model_dir: str | Path, data: str | Path, split: str, out: str | Path) -> dict:
+    """Score a fine-tuned lead generator on every full window of `split`: metrics.json (PSNR, SSIM,
+    MAE in normalised units, MAE in mV, per lead), predictions.npz, reconstructions.png (mV)."""
+    model, config = load_leadgen(model_dir)
+    store, out = Store(data), Path(out)
+    if store.recipe.target_fs != config["recipe"].target_fs:
+        raise ValueError(f"{store.root}: store rate {store.recipe.target_fs} Hz differs from the model's "
+                         f"{config['recipe'].target_fs} Hz")
+    inputs, targets_, window_s = config["input_leads"], config["target_leads"], config["window_s"]
+    eligible = eligible_records(store, inputs, targets_, window_s, split)
+    if len(eligible.rows) == 0:
+        raise ValueError(f"{store.root}: no records of split {split!r} with leads {inputs + targets_} "
+                         f"(excluded {eligible.excluded})")
+    dataset = LeadGenWindows(store, eligible.rows, inputs, targets_, window_s=window_s, random_crop=False)
+    target, pred = predict_leadgen(model, dataset)  # [N, C_out, T] normalised
+    target_mv, pred_mv = _to_mv(store, dataset, target), _to_mv(store, dataset, pred)
+    metrics = leadgen_metrics(target, pred, targets_)
+    error_mv = np.abs(target_mv.astype(np.float64) - pred_mv)  # [N, C_out, T]
+    metrics["mae_mv"] = float(error_mv.mean())
+    for j, lead in enumerate(targets_):
+        metrics["per_lead"][lead]["mae_mv"] = float(error_mv[:, j].mean())
+    metrics.update(units=f"store-normalised ({store.recipe.normalization} per record and lead); mae_mv in mV",
+                   split=split, input_leads=list(inputs), target_leads=list(targets_),
+                   n_records=int(len(eligible.rows)), n_windows=int(len(dataset)), excluded=eligible.excluded)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))
+    windows = np.array([dataset.window(i) for i in range(len(dataset))], dtype=np.int64)  # [N, 2]
+    np.savez_compressed(out / "predictions.npz", target=target, pred=pred,
+                        record_id=store.manifest["record_id"].to_numpy()[windows[:, 0]].astype(str), start=windows[:, 1])
+    plot_reconstructions(target_mv, pred_mv, targets_, store.recipe.target_fs, out / "reconstructions.png",
+                         n=config["finetune"].get("plot_examples", 3),
+                         title=f"{'+'.join(inputs)} -> {'+'.join(targets_)} ({split})")
+    return metrics
