@@ -231,7 +231,7 @@ def train_aggregator(model: AttentionAggregator, embeddings: list[np.ndarray], t
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 

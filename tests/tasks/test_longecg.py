@@ -1,0 +1,151 @@
+"""Ultra-long ECG recognition on real CPSC 2021 records (AF and non-AF) and MIT-BIH 201 (AFIB stretches)."""
+
+import json
+import math
+import os
+import shutil
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anyecg.data.prepare import PrepareConfig, prepare
+from anyecg.data.store import MANIFEST, Store
+from anyecg.pretrained import AnyECG
+from anyecg.signal.leads import lead_ids
+from anyecg.signal.patching import patchify
+from anyecg.tasks.longecg import (
+    AggregatorConfig, AttentionAggregator, LongECGConfig, embed_examples, embed_stream, evaluate_longecg,
+    finetune_longecg, long_examples, train_aggregator,
+)
+from anyecg.tasks.rhythm import long_segments
+
+CPSC = {"data_101_6": "AF", "data_8_4": "AF", "data_92_12": "AF", "data_35_6": "non-AF", "data_21_7": "non-AF"}
+MITDB = ["201"]
+# Splits fixed by hand so both splits hold both classes (prepare's patient split of 6 records may not).
+TEST_RECORDS = {"data_92_12", "data_21_7"}
+
+
+@pytest.fixture(scope="module")
+def store(shared_data, tmp_path_factory) -> Store:
+    src = tmp_path_factory.mktemp("long_src")
+    for folder, records in (("cpsc2021", list(CPSC)), ("mitdb", MITDB)):
+        (src / folder).mkdir()
+        for record in records:
+            for file in (shared_data / folder).glob(f"{record}.*"):
+                shutil.copy(file, src / folder / file.name)
+                os.chmod(src / folder / file.name, 0o644)
+    out = tmp_path_factory.mktemp("long_store")
+    result = prepare(PrepareConfig(sources=[src], out=out, progress=False))
+    assert result.skipped == 0, result.skipped_reasons
+    manifest = pd.read_parquet(out / MANIFEST)
+    manifest["split"] = ["test" if r in TEST_RECORDS else "train" for r in manifest["record_id"]]
+    manifest.to_parquet(out / MANIFEST)
+    return Store(out)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> AnyECG:
+    torch.set_num_threads(1)
+    return AnyECG.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def cache() -> dict:
+    return {}
+
+
+def row_of(store, record_id):
+    return int(np.flatnonzero(store.manifest["record_id"].astype(str) == record_id)[0])
+
+
+def test_examples_and_window_counts(store, encoder, cache):
+    examples = long_examples(store, segment_s=300.0)
+    for record_id, label in CPSC.items():
+        row = row_of(store, record_id)
+        assert [(e.start, e.stop, e.label) for e in examples if e.record == row] == [
+            (0, int(store.manifest.iloc[row]["n_samples"]), label)]
+    mit = row_of(store, "201")
+    segments = [e for e in examples if e.record == mit]
+    assert segments == long_segments(store, mit, segment_s=300.0)
+    assert len(segments) == int(store.manifest.iloc[mit]["n_samples"]) // (300 * 300)
+    assert {e.label for e in segments} == {"AF", "non-AF"}  # 201 has AFIB episodes and other rhythms
+
+    embeddings = embed_examples(encoder, store, examples, window_s=10, cache=cache)
+    fs = store.recipe.target_fs
+    for example, embedding in zip(examples, embeddings):
+        assert embedding.shape == (math.ceil((example.stop - example.start) / fs / 10), 128)
+        assert np.isfinite(embedding).all()
+
+
+@pytest.mark.parametrize("record_id, start, stop", [("data_8_4", 0, None), ("201", 90_000, 180_000 + 1234)])
+def test_streamed_equals_whole_record(store, encoder, record_id, start, stop):
+    row = row_of(store, record_id)
+    stop = int(store.manifest.iloc[row]["n_samples"]) if stop is None else stop
+    streamed = embed_stream(encoder.backbone, store, row, start, stop, window_s=10, batch_windows=4)
+
+    # reference: the whole record read at once, cut by hand, each window embedded alone
+    whole = store.signal(row)  # [L, T]
+    ids = torch.from_numpy(lead_ids(store.manifest.iloc[row]["leads"].split(";")))[None]  # [1, L]
+    expected = []
+    with torch.no_grad():
+        for a in range(start, stop, 3000):
+            patches = torch.from_numpy(patchify(whole[:, a : min(a + 3000, stop)], 300)[0])[None]  # [1, L, P, S]
+            pad_mask = torch.zeros(patches.shape[:3], dtype=torch.bool)
+            expected.append(encoder.backbone.embed(patches, ids, pad_mask)[0].numpy())
+    assert streamed.shape == (math.ceil((stop - start) / 3000), 128)
+    np.testing.assert_allclose(streamed, np.stack(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_aggregator_loss_drops_on_a_fixed_set(store, encoder, cache):
+    torch.manual_seed(0)
+    examples = long_examples(store)
+    embeddings = embed_examples(encoder, store, examples, window_s=10, cache=cache)
+    targets = np.array([["AF", "non-AF"].index(e.label) for e in examples])
+    model = AttentionAggregator(AggregatorConfig(dim=128, num_classes=2, hidden=32, dropout=0.0))
+    losses = train_aggregator(model, embeddings, targets, steps=60, batch_size=len(examples), lr=3e-3)
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+    # padding does not change an example's logits: attention ignores padded windows
+    model.eval()
+    short, long = embeddings[row_of(store, "data_8_4")], embeddings[0]
+    x = torch.zeros(2, len(long), 128)
+    x[0, : len(short)], x[1] = torch.from_numpy(short), torch.from_numpy(long)
+    pad_mask = torch.arange(len(long))[None] >= torch.tensor([[len(short)], [len(long)]])
+    with torch.no_grad():
+        alone = model(torch.from_numpy(short)[None], torch.zeros(1, len(short), dtype=torch.bool))
+        torch.testing.assert_close(model(x, pad_mask)[0], alone[0])
+
+
+def test_finetune_and_evaluate_reproduce(store, tmp_path):
+    torch.set_num_threads(1)
+    config = LongECGConfig(seeds=2, steps=15, batch_size=8, hidden=16)
+    summary = finetune_longecg(store.root, tmp_path / "run", config)
+    assert summary["test_counts"] == {"AF": 1, "non-AF": 1}
+    assert summary["train_counts"]["AF"] >= 3 and summary["train_counts"]["non-AF"] >= 1
+    assert set(summary["metrics"]) >= {"accuracy", "auroc", "auprc", "f1_weighted"}
+
+    final = tmp_path / "run" / "seed-1" / "final"
+    saved = json.loads((final / "config.json").read_text())
+    assert (saved["family"], saved["task"], saved["model"]["encoder"]) == ("finetuned", "longecg", None)
+    metrics = evaluate_longecg(final, store.root, "test", tmp_path / "again")
+    during = json.loads((tmp_path / "run" / "seed-1" / "test" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == during
+    assert metrics["accuracy"] == during["accuracy"]
+    predictions = pd.read_csv(tmp_path / "again" / "predictions.csv")
+    assert sorted(predictions["record_id"]) == sorted(TEST_RECORDS)
+    np.testing.assert_allclose(predictions[["p_AF", "p_non-AF"]].sum(axis=1), 1, atol=1e-6)
+    assert (predictions["windows"] == np.ceil(predictions["stop_s"] / 10).astype(int)).all()
+
+
+def test_embedding_memory_does_not_grow_with_length(store, encoder):
+    row = row_of(store, "201")
+    peaks = []
+    for minutes in (5, 10):
+        tracemalloc.start()
+        embed_stream(encoder.backbone, store, row, 0, minutes * 60 * 300, window_s=10, batch_windows=8)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] <= 1.3 * peaks[0], peaks
