@@ -1,0 +1,166 @@
+"""Lead generation on real records: MIT-BIH (V1 from MLII) and CinC 2021 12-lead (precordial and
+Einthoven's III from the limb leads)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anyecg.data.prepare import PrepareConfig, prepare
+from anyecg.data.store import Store
+from anyecg.models.baselines.leadgen_linear import fit_least_squares
+from anyecg.pretrained import AnyECG
+from anyecg.signal.recipe import Recipe
+from anyecg.tasks.leadgen import (
+    AnyECGLeadGenerator, LeadGenFinetuneConfig, LeadGenWindows, collate_leadgen, eligible_records,
+    evaluate_leadgen, finetune_leadgen, fit_linear, load_leadgen,
+)
+
+MITDB = ["100", "101", "105", "106"]  # 100 records MLII + V5: no V1, excluded
+METRIC_KEYS = {"psnr", "ssim", "mae", "mae_mv", "n_signals", "n_flat", "per_lead", "units", "split",
+               "input_leads", "target_leads", "n_records", "n_windows", "excluded"}
+
+
+def _prepare(shared_data, tmp_path_factory, folder, records, recipe=None):
+    src = tmp_path_factory.mktemp(f"leadgen_{folder}_src")
+    for record in records:
+        for file in (shared_data / folder).glob(f"{record}.*"):
+            shutil.copy(file, src / file.name)
+            os.chmod(src / file.name, 0o644)
+    out = tmp_path_factory.mktemp(f"leadgen_{folder}_store")
+    config = PrepareConfig(sources=[src], out=out, progress=False)
+    if recipe is not None:
+        config.recipe = recipe
+    prepare(config)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mitdb_store(shared_data, tmp_path_factory):
+    out = _prepare(shared_data, tmp_path_factory, "mitdb", MITDB)
+    # four records are too few for the default 80/10/10 patient split: fix train / test by hand
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    manifest["split"] = ["test" if r == "106" else "train" for r in manifest["record_id"]]
+    manifest.to_parquet(out / "manifest.parquet")
+    return out
+
+
+def test_eligible_records_and_tiles(mitdb_store):
+    store = Store(mitdb_store)
+    rows = {r: i for i, r in enumerate(store.manifest["record_id"])}
+    train = eligible_records(store, ["II"], ["V1"], 10, "train")
+    assert sorted(train.rows) == sorted([rows["101"], rows["105"]])
+    assert train.excluded == {"missing leads V1": 1}
+    windows = LeadGenWindows(store, train.rows, ["II"], ["V1"], window_s=10, random_crop=False)
+    size = 10 * store.recipe.target_fs
+    full = int(store.manifest["n_samples"].iloc[rows["101"]]) // size
+    assert len(windows) == 2 * full  # the shorter tail of each record is left out
+    record, start = windows.window(1)
+    item = windows[1]
+    leads = store.manifest["leads"].iloc[record].split(";")
+    expected = store.signal(record, start=start, stop=start + size)[[leads.index("II"), leads.index("V1")]]
+    np.testing.assert_array_equal(item["signal"].numpy(), expected)
+    batch = collate_leadgen([windows[0], windows[1]])
+    assert batch["patches"].shape == (2, 2, 10, store.recipe.patch_size)
+    np.testing.assert_array_equal(batch["patches"][1, 0].reshape(-1).numpy(), expected[0])
+    assert not batch["patches"][:, 1].any()  # the target never reaches the input
+    assert batch["token_mask"][:, 1].all() and not batch["token_mask"][:, 0].any()
+
+
+def test_linear_fit_equals_least_squares_on_the_same_windows(mitdb_store):
+    store = Store(mitdb_store)
+    config = LeadGenFinetuneConfig(input_leads=("MLII",), target_leads=("V1",), baseline="leadgen_linear")
+    rows = eligible_records(store, config.input_leads, config.target_leads, 10, "train").rows
+    model, n_windows = fit_linear(store, rows, config)
+    # reference: the same full windows read straight from the store
+    size = 10 * store.recipe.target_fs
+    x, y = [], []
+    for row in rows:
+        signal = store.signal(int(row))  # [2, T]: II, V1
+        for start in range(0, signal.shape[1] - size + 1, size):
+            x.append(signal[:1, start : start + size])
+            y.append(signal[1:, start : start + size])
+    assert n_windows == len(x)
+    weight, offset = fit_least_squares(np.stack(x), np.stack(y))
+    np.testing.assert_allclose(model.mix.weight[:, :, 0].detach().numpy(), weight, rtol=1e-5)
+    np.testing.assert_allclose(model.mix.bias.detach().numpy(), offset, atol=1e-6)
+
+
+def test_finetune_linear_writes_metrics_and_evaluate_reproduces_them(mitdb_store, tmp_path):
+    config = LeadGenFinetuneConfig(input_leads=("II",), target_leads=("V1",), baseline="leadgen_linear")
+    summary = finetune_leadgen(mitdb_store, tmp_path / "linear", config)
+    assert summary["train_records"] == 2 and summary["test_records"] == 1
+    assert summary["excluded_train"] == {"missing leads V1": 1}
+    run = tmp_path / "linear" / "seed-0"
+    saved = json.loads((run / "test" / "metrics.json").read_text())
+    assert set(saved) == METRIC_KEYS
+    assert set(saved["per_lead"]["V1"]) == {"psnr", "ssim", "mae", "mae_mv"}
+    config_json = json.loads((run / "final" / "config.json").read_text())
+    assert (config_json["family"], config_json["task"], config_json["model"]["preset"]) == ("finetuned", "leadgen", "leadgen_linear")
+    assert (run / "test" / "reconstructions.png").stat().st_size > 0
+    again = evaluate_leadgen(run / "final", mitdb_store, "test", tmp_path / "again")
+    assert again["psnr"] == pytest.approx(saved["psnr"]) and again["mae_mv"] == pytest.approx(saved["mae_mv"])
+    # independent check of the scores: predictions.npz against its own MAE, and the mV MAE by hand
+    stored = np.load(run / "test" / "predictions.npz")
+    assert saved["mae"] == pytest.approx(float(np.mean(np.abs(stored["target"] - stored["pred"]))), rel=1e-6)
+    store = Store(mitdb_store)
+    row = store.manifest.index[store.manifest["record_id"] == "106"][0]
+    scale = float(store.manifest["norm_scale"].iloc[row][1])
+    assert saved["mae_mv"] == pytest.approx(saved["mae"] * scale, rel=1e-4)  # one record: one V1 scale
+
+
+def test_anyecg_generator_loss_drops_on_a_fixed_batch(mitdb_store):
+    torch.set_num_threads(1)
+    store = Store(mitdb_store)
+    rows = eligible_records(store, ["II"], ["V1"], 10, "train").rows
+    windows = LeadGenWindows(store, rows, ["II"], ["V1"], window_s=10, random_crop=False)
+    batch = collate_leadgen([windows[i] for i in (0, 50, 200)])
+    torch.manual_seed(0)
+    model = AnyECGLeadGenerator(AnyECG.from_pretrained().backbone, n_targets=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        output = model(batch)
+        assert output.generated.shape == batch["targets"].shape
+        losses.append(float(output.loss.detach()))
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_anyecg_probe_finetune_and_strict_reload(mitdb_store, tmp_path):
+    torch.set_num_threads(1)
+    config = LeadGenFinetuneConfig(input_leads=("II",), target_leads=("V1",), linear_probe=True, steps=3, batch_size=2)
+    summary = finetune_leadgen(mitdb_store, tmp_path / "probe", config)
+    run = tmp_path / "probe" / "seed-0"
+    model, loaded = load_leadgen(run / "final")
+    frozen = AnyECG.from_pretrained().backbone.state_dict()
+    for key, value in model.backbone.state_dict().items():  # the probe trained the head only
+        torch.testing.assert_close(value, frozen[key], rtol=0, atol=0, msg=key)
+    assert loaded["model"]["kind"] == "anyecg" and loaded["target_leads"] == ["V1"]
+    again = evaluate_leadgen(run / "final", mitdb_store, "test", tmp_path / "again")
+    assert again["psnr"] == pytest.approx(summary["metrics"]["psnr"]["mean"], rel=1e-5)
+    assert again["mae"] == pytest.approx(summary["metrics"]["mae"]["mean"], rel=1e-5)
+
+
+def test_cinc_limb_leads_linear(shared_data, tmp_path_factory, tmp_path):
+    # no wavelet (its thresholding is not linear) and mV units: III = II - I survives preprocessing
+    recipe = Recipe(wavelet=None, normalization="none")
+    records = sorted(p.stem for p in (shared_data / "cinc2021").glob("*.hea"))[:10]
+    out = _prepare(shared_data, tmp_path_factory, "cinc2021", records, recipe)
+    assert set(Store(out).manifest["split"]) >= {"train", "test"}
+    einthoven = finetune_leadgen(out, tmp_path / "iii", LeadGenFinetuneConfig(
+        input_leads=("I", "II"), target_leads=("III",), baseline="leadgen_linear"))
+    assert einthoven["metrics"]["psnr"]["mean"] > 40, einthoven["metrics"]
+    model, _ = load_leadgen(tmp_path / "iii" / "seed-0" / "final")
+    np.testing.assert_allclose(model.mix.weight[0, :, 0].detach().numpy(), [-1.0, 1.0], atol=0.02)
+    precordial = finetune_leadgen(out, tmp_path / "v", LeadGenFinetuneConfig(
+        input_leads=("I", "II", "III", "aVR", "aVL", "aVF"), target_leads=("V1", "V2", "V3", "V4", "V5", "V6"),
+        baseline="leadgen_linear"))
+    assert set(precordial["metrics"]["per_lead"]) == {"V1", "V2", "V3", "V4", "V5", "V6"}
+    assert np.isfinite(precordial["metrics"]["psnr"]["mean"])
