@@ -78,7 +78,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="adapt a pretrained model (or train a baseline) for a task, over several seeds")
-    p.add_argument("--task", choices=["anomaly", "arrhythmia"], required=True)
+    p.add_argument("--task", choices=["anomaly", "arrhythmia", "leadgen"], required=True)
     p.add_argument("--data", required=True, type=Path, help="prepared store; labels from its manifest")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--model", type=Path, help="AnyECG checkpoint (default: the one shipped in the package)")
@@ -90,6 +90,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--input-leads", type=_lead_list, default=["II"], help="leadgen: leads the model reads")
+    p.add_argument("--target-leads", type=_lead_list, default=["V1"], help="leadgen: leads it reconstructs")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
     p.add_argument("--model", required=True, type=Path, help="fine-tuned model folder (finetune's seed-K/final)")
     p.add_argument("--data", required=True, type=Path)
@@ -99,6 +101,19 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from anyecg.evaluation.metrics import to_jsonable
+
+    if args.task == "leadgen":
+        from anyecg.tasks.leadgen import LeadGenFinetuneConfig, finetune_leadgen
+
+        summary = finetune_leadgen(args.data, args.out, LeadGenFinetuneConfig(
+            input_leads=tuple(args.input_leads), target_leads=tuple(args.target_leads),
+            model=str(args.model) if args.model else None, baseline=args.baseline, linear_probe=args.linear_probe,
+            seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        ))
+        headline = {k: summary["metrics"][k] for k in ("psnr", "ssim", "mae") if k in summary["metrics"]}
+        print(json.dumps(to_jsonable(headline)))
+        print(f"summary: {args.out / 'summary.json'}")
+        return 0
     from anyecg.tasks.runner import FinetuneConfig, finetune
 
     summary = finetune(args.data, args.out, FinetuneConfig(
@@ -114,9 +129,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from anyecg.evaluation.metrics import to_jsonable
+    from anyecg.tasks.leadgen import evaluate_leadgen
     from anyecg.tasks.runner import evaluate
+    from anyecg.training.checkpoint import load_config
 
-    metrics = evaluate(args.model, args.data, args.split, args.out)
+    task = load_config(args.model).get("task")
+    metrics = (evaluate_leadgen if task == "leadgen" else evaluate)(args.model, args.data, args.split, args.out)
     print(json.dumps({k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, dict)}))
     return 0
 

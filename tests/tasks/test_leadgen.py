@@ -164,3 +164,17 @@ def test_cinc_limb_leads_linear(shared_data, tmp_path_factory, tmp_path):
         baseline="leadgen_linear"))
     assert set(precordial["metrics"]["per_lead"]) == {"V1", "V2", "V3", "V4", "V5", "V6"}
     assert np.isfinite(precordial["metrics"]["psnr"]["mean"])
+
+
+def test_cli_finetune_and_evaluate_leadgen(mitdb_store, tmp_path, capsys):
+    from anyecg.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["finetune", "--task", "leadgen", "--data", str(mitdb_store), "--out", str(out), "--baseline",
+                 "leadgen_linear", "--input-leads", "MLII", "--target-leads", "V1"]) == 0
+    headline = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert set(headline) == {"psnr", "ssim", "mae"}
+    assert main(["evaluate", "--model", str(out / "seed-0" / "final"), "--data", str(mitdb_store), "--out",
+                 str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["psnr"] == pytest.approx(headline["psnr"]["mean"])
