@@ -78,7 +78,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="adapt a pretrained model (or train a baseline) for a task, over several seeds")
-    p.add_argument("--task", choices=["anomaly", "arrhythmia", "leadgen"], required=True)
+    p.add_argument("--task", choices=["anomaly", "arrhythmia", "leadgen", "longecg"], required=True)
     p.add_argument("--data", required=True, type=Path, help="prepared store; labels from its manifest")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--model", type=Path, help="AnyECG checkpoint (default: the one shipped in the package)")
@@ -102,6 +102,17 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from anyecg.evaluation.metrics import to_jsonable
 
+    if args.task == "longecg":
+        from anyecg.tasks.longecg import LongECGConfig, finetune_longecg
+
+        summary = finetune_longecg(args.data, args.out, LongECGConfig(
+            model=str(args.model) if args.model else None, seeds=args.seeds, steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr,
+        ))
+        headline = {k: summary["metrics"][k] for k in ("accuracy", "auroc", "f1_weighted") if k in summary["metrics"]}
+        print(json.dumps(to_jsonable(headline)))
+        print(f"summary: {args.out / 'summary.json'}")
+        return 0
     if args.task == "leadgen":
         from anyecg.tasks.leadgen import LeadGenFinetuneConfig, finetune_leadgen
 
@@ -130,11 +141,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from anyecg.evaluation.metrics import to_jsonable
     from anyecg.tasks.leadgen import evaluate_leadgen
+    from anyecg.tasks.longecg import evaluate_longecg
     from anyecg.tasks.runner import evaluate
     from anyecg.training.checkpoint import load_config
 
+    evaluators = {"leadgen": evaluate_leadgen, "longecg": evaluate_longecg}
     task = load_config(args.model).get("task")
-    metrics = (evaluate_leadgen if task == "leadgen" else evaluate)(args.model, args.data, args.split, args.out)
+    metrics = evaluators.get(task, evaluate)(args.model, args.data, args.split, args.out)
     print(json.dumps({k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, dict)}))
     return 0
 

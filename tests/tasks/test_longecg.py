@@ -149,3 +149,17 @@ def test_embedding_memory_does_not_grow_with_length(store, encoder):
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] <= 1.3 * peaks[0], peaks
+
+
+def test_cli_finetune_and_evaluate_longecg(store, tmp_path, capsys):
+    from anyecg.cli import main
+
+    torch.set_num_threads(1)
+    out = tmp_path / "cli"
+    assert main(["finetune", "--task", "longecg", "--data", str(store.root), "--out", str(out), "--seeds", "1",
+                 "--steps", "5", "--batch-size", "4"]) == 0
+    assert set(json.loads(capsys.readouterr().out.splitlines()[0])) == {"accuracy", "auroc", "f1_weighted"}
+    assert main(["evaluate", "--model", str(out / "seed-0" / "final"), "--data", str(store.root), "--out",
+                 str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == json.loads(
+        (out / "seed-0" / "test" / "metrics.json").read_text())
