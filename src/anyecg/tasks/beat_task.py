@@ -1,0 +1,360 @@
+"""MIT-BIH inter-patient beat classification (AAMI N, S, V, F; de Chazal et al. 2004).
+
+Train on the DS1 records present in the store, test on the DS2 records (`anyecg.tasks.beats`):
+no patient is in both. Every beat is one example: a `window_s` window of all the record's leads
+with the R peak in the middle. Beats of class Q (paced, fusion of paced, unclassifiable) are left
+out of training and scoring, as in de Chazal et al. and the AAMI EC57 inter-patient protocol; their
+count is reported. Class imbalance (N is about 90% of DS1) is handled by weighted cross-entropy,
+each class weighted by `n_beats / (n_classes * n_class)` over the training beats.
+
+Models:
+- `anyecg`: the window's 1-second patches (3 tokens per lead for 3 s) through the pretrained
+  backbone; the contextual tokens of the patch that holds the R peak are averaged over leads and
+  fed to a linear head (`linear_probe` freezes the backbone);
+- a baseline preset (`anyecg.models.baselines`, e.g. "xresnet1d-tiny" or "inception1d") on the
+  same window through its `SignalContract(fs=300, window_s=window_s, leads=baseline_leads)`.
+
+`max_beats_per_record` keeps a seeded random subset of each record's beats (CPU runs); it is
+stored in the checkpoint and in every metrics file, since results on a subset are not the
+benchmark's.
+
+A fine-tuned folder is `model.safetensors` + `config.json` (family "finetuned", task "beats",
+classes, class weights, how to rebuild the network) + `recipe.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from anyecg.data.store import Store, split_list
+from anyecg.evaluation.metrics import beat_metrics, mean_std_over_seeds, to_jsonable
+from anyecg.evaluation.plots import plot_confusion
+from anyecg.models.backbone import Backbone, BackboneConfig
+from anyecg.models.baselines import build_baseline
+from anyecg.models.contract import SignalContract, to_model_input
+from anyecg.pretrained import AnyECG
+from anyecg.signal.leads import lead_ids
+from anyecg.signal.patching import patchify
+from anyecg.signal.recipe import Recipe
+from anyecg.tasks.beats import beat_samples, beat_windows, inter_patient_split
+from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict
+from anyecg.training.loop import FINAL, TrainConfig, train
+
+TASK = "beats"
+CLASSES = ["N", "S", "V", "F"]  # AAMI classes scored; Q is excluded
+
+
+@dataclass
+class BeatConfig:
+    model: str | None = None  # AnyECG checkpoint folder; None: the one shipped in the package
+    baseline: str | None = None  # train this baseline preset instead (same beats, same loss)
+    baseline_leads: tuple[str, ...] = ("II",)  # the baseline's input leads (MIT-BIH: MLII -> II)
+    random_init: bool = False  # AnyECG encoder with random weights, same head: a control
+    linear_probe: bool = False
+    seeds: int = 5
+    steps: int = 500
+    batch_size: int = 64
+    lr: float = 1e-3
+    window_s: int = 3  # whole seconds, so the window is whole 1-s patches with the beat in the middle one
+    max_beats_per_record: int | None = None  # None: every beat (the benchmark)
+
+    def __post_init__(self):
+        self.baseline_leads = tuple(self.baseline_leads)  # a JSON round trip gives a list
+
+
+# ---------------------------------------------------------------------------------------- beats
+
+
+@dataclass
+class Beat:
+    record: int  # manifest row
+    start: int  # window in samples at the store's rate
+    stop: int
+    peak: int  # R-peak sample
+    label: str  # AAMI class
+
+
+def record_beats(store: Store, row: int, window_s: float, max_beats: int | None = None, seed: int = 0) -> tuple[list[Beat], int]:
+    """(the N/S/V/F beats of one stored record with their windows, number of Q beats left out).
+
+    With `max_beats`, a random subset of that many beats (drawn from the seeded generator of
+    `(seed, row)`, kept in time order) is returned instead.
+    """
+    windows = beat_windows(store, row, window_s=window_s)
+    peaks = beat_samples(store, row)  # same beats, same order as the windows
+    beats = [Beat(row, w.start, w.stop, peak, w.label) for w, (peak, _) in zip(windows, peaks) if w.label in CLASSES]
+    excluded_q = sum(w.label == "Q" for w in windows)
+    if max_beats is not None and len(beats) > max_beats:
+        keep = np.sort(np.random.default_rng([seed, row]).choice(len(beats), size=max_beats, replace=False))
+        beats = [beats[i] for i in keep]
+    return beats, excluded_q
+
+
+def split_rows(store: Store) -> dict[str, list[int]]:
+    """{"train": manifest rows of DS1 records, "test": rows of DS2 records}, in DS order."""
+    ids = store.manifest["record_id"].astype(str).tolist()
+    row_of = {record_id: row for row, record_id in enumerate(ids)}
+    return {split: [row_of[r] for r in records] for split, records in inter_patient_split(ids).items()}
+
+
+def split_beats(store: Store, split: str, window_s: float, max_beats: int | None, seed: int) -> tuple[list[Beat], int]:
+    rows = split_rows(store)[split]
+    if not rows:
+        raise ValueError(f"{store.root}: no MIT-BIH {'DS1' if split == 'train' else 'DS2'} records for split {split!r}")
+    beats, excluded_q = [], 0
+    for row in rows:
+        found, q = record_beats(store, row, window_s, max_beats, seed)
+        beats.extend(found)
+        excluded_q += q
+    return beats, excluded_q
+
+
+def class_weights(labels: list[str]) -> np.ndarray:
+    """float32 [K]: n / (K * n_k) per class (0 for a class without beats)."""
+    counts = np.array([labels.count(c) for c in CLASSES], dtype=np.float64)
+    weights = np.divide(len(labels), len(CLASSES) * counts, out=np.zeros_like(counts), where=counts > 0)
+    return weights.astype(np.float32)
+
+
+class BeatWindows(Dataset):
+    """One item per beat: `tokens` form (patches, lead ids, the peak's patch index) for AnyECG, or
+    `contract` form (`x [C, T]`, lead_mask) for a baseline."""
+
+    def __init__(self, store: Store, beats: list[Beat], *, form: str = "tokens", contract: SignalContract | None = None):
+        if form not in ("tokens", "contract"):
+            raise ValueError(f"form must be 'tokens' or 'contract', got {form!r}")
+        if form == "contract" and contract is None:
+            raise ValueError("form 'contract' needs the model's SignalContract")
+        self.store, self.beats, self.form, self.contract = store, beats, form, contract
+        self.patch_size = store.recipe.patch_size
+
+    def __len__(self) -> int:
+        return len(self.beats)
+
+    def __getitem__(self, index: int) -> dict:
+        beat = self.beats[index]
+        signal = self.store.signal(beat.record, start=beat.start, stop=beat.stop)  # [L, T]
+        leads = split_list(self.store.manifest.iloc[beat.record]["leads"])
+        item = {"target": CLASSES.index(beat.label), "index": index}
+        if self.form == "tokens":
+            patches, _ = patchify(signal, self.patch_size)  # [L, P, S]
+            item.update(patches=torch.from_numpy(patches), lead_ids=torch.from_numpy(lead_ids(leads)),
+                        peak_patch=(beat.peak - beat.start) // self.patch_size)
+        else:
+            x, lead_mask = to_model_input(signal, self.store.recipe.target_fs, leads, self.contract)
+            item.update(x=torch.from_numpy(x), lead_mask=torch.from_numpy(lead_mask))
+        return item
+
+
+def collate_beats(items: list[dict]) -> dict[str, Tensor]:
+    """Stack beat items; token items are padded to the batch's largest lead count (pad_mask True = padding)."""
+    batch = {"targets": torch.tensor([item["target"] for item in items], dtype=torch.long),
+             "index": torch.tensor([item["index"] for item in items], dtype=torch.long)}
+    if "x" in items[0]:
+        batch.update(x=torch.stack([item["x"] for item in items]), lead_mask=torch.stack([item["lead_mask"] for item in items]))
+        return batch
+    n_leads = max(item["patches"].shape[0] for item in items)
+    B, (_, P, S) = len(items), items[0]["patches"].shape
+    patches = torch.zeros(B, n_leads, P, S)
+    ids = torch.zeros(B, n_leads, dtype=torch.long)
+    pad_mask = torch.ones(B, n_leads, P, dtype=torch.bool)
+    for b, item in enumerate(items):
+        L = item["patches"].shape[0]
+        patches[b, :L], ids[b, :L], pad_mask[b, :L] = item["patches"], item["lead_ids"], False
+    batch.update(patches=patches, lead_ids=ids, pad_mask=pad_mask,
+                 peak_patch=torch.tensor([item["peak_patch"] for item in items], dtype=torch.long))
+    return batch
+
+
+# ---------------------------------------------------------------------------------------- models
+
+
+@dataclass
+class BeatOutput:
+    loss: Tensor
+    accuracy: Tensor
+    logits: Tensor  # [B, K]
+
+
+class AnyECGBeatClassifier(nn.Module):
+    """Backbone tokens of the patch holding the R peak, averaged over the real leads, then a linear head.
+
+    The other patches of the window still shape those tokens through attention (rhythm context:
+    the previous and next beats). `linear_probe=True` freezes the backbone and keeps it in eval mode.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int, *, linear_probe: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.linear_probe = linear_probe
+        self.head = nn.Linear(backbone.config.dim, num_classes)
+        if linear_probe:
+            self.backbone.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "AnyECGBeatClassifier":
+        super().train(mode)
+        if self.linear_probe:
+            self.backbone.eval()
+        return self
+
+    def forward_features(self, batch: dict) -> Tensor:
+        patches, pad_mask = batch["patches"], batch["pad_mask"]  # [B, L, P, S], [B, L, P]
+        B, L, P, _ = patches.shape
+        tokens = self.backbone.forward_features(patches, batch["lead_ids"], pad_mask).reshape(B, L, P, -1)  # [B, L, P, D]
+        rows = torch.arange(B, device=patches.device)
+        at_peak = tokens[rows, :, batch["peak_patch"]]  # [B, L, D]
+        real = (~pad_mask[rows, :, batch["peak_patch"]]).to(at_peak.dtype)[..., None]  # [B, L, 1]
+        return (at_peak * real).sum(1) / real.sum(1).clamp(min=1)  # [B, D]
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.head(features)  # [B, K]
+
+
+class BeatModel(nn.Module):
+    """A beat network (AnyECG classifier or baseline) trained with class-weighted cross-entropy.
+
+    The weights are a non-persistent buffer: they live in config.json, not in the state dict.
+    """
+
+    def __init__(self, net: nn.Module, weights: np.ndarray):
+        super().__init__()
+        self.net = net
+        self.register_buffer("class_weights", torch.as_tensor(weights, dtype=torch.float32), persistent=False)
+
+    def logits(self, batch: dict) -> Tensor:
+        if "x" in batch:
+            return self.net.forward_head(self.net.forward_features(batch["x"], batch["lead_mask"]))  # [B, K]
+        return self.net.forward_head(self.net.forward_features(batch))  # [B, K]
+
+    def forward(self, batch: dict) -> BeatOutput:
+        logits = self.logits(batch).float()
+        targets = batch["targets"]
+        loss = F.cross_entropy(logits, targets, weight=self.class_weights)
+        return BeatOutput(loss=loss, accuracy=(logits.argmax(-1) == targets).float().mean().detach(), logits=logits)
+
+
+def _build(config: BeatConfig, weights: np.ndarray) -> tuple[BeatModel, str, SignalContract | None, dict]:
+    """(model, input form, contract, rebuild spec for config.json)."""
+    if config.baseline is not None:
+        net = build_baseline(config.baseline, num_classes=len(CLASSES), fs=300.0, window_s=float(config.window_s),
+                             leads=config.baseline_leads)
+        spec = {"kind": "baseline", "preset": config.baseline, "config": asdict(net.config)}
+        return BeatModel(net, weights), "contract", net.config.contract, spec
+    pretrained = AnyECG.from_pretrained(config.model)
+    if pretrained.backbone is None:
+        raise ValueError(f"{config.model}: a tokenizer-only checkpoint; beat classification needs a stage-2 (pretrain) checkpoint")
+    backbone = Backbone(pretrained.backbone.config) if config.random_init else pretrained.backbone
+    net = AnyECGBeatClassifier(backbone, len(CLASSES), linear_probe=config.linear_probe)
+    spec = {"kind": "anyecg", "backbone": asdict(backbone.config), "random_init": config.random_init}
+    return BeatModel(net, weights), "tokens", None, spec
+
+
+# ---------------------------------------------------------------------------------------- finetune / evaluate
+
+
+def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dict:
+    """For each seed: train on the DS1 beats, evaluate on the DS2 beats. `out/seed-K/final/` holds
+    each model, `out/seed-K/test/` its evaluation, `out/summary.json` the mean +/- std over seeds."""
+    store, out = Store(data), Path(out)
+    per_seed = []
+    for seed in range(config.seeds):
+        beats, excluded_q = split_beats(store, "train", config.window_s, config.max_beats_per_record, seed)
+        labels = [b.label for b in beats]
+        weights = class_weights(labels)
+        model, form, contract, spec = _build(config, weights)
+        dataset = BeatWindows(store, beats, form=form, contract=contract)
+        train_config = TrainConfig(max_steps=config.steps, batch_size=min(config.batch_size, len(dataset)), lr=config.lr,
+                                   warmup_steps=max(1, config.steps // 10), save_every=config.steps, log_every=10, seed=seed)
+        model_config = {
+            "family": "finetuned", "task": TASK, "classes": CLASSES, "model": spec, "window_s": config.window_s,
+            "class_weights": weights.tolist(), "finetune": asdict(config),
+            "train_beats": {c: labels.count(c) for c in CLASSES}, "train_excluded_q": excluded_q,
+        }
+        run = out / f"seed-{seed}"
+        train(model, dataset, collate_beats, train_config, run, model_config=model_config, recipe_json=store.recipe.to_json())
+        per_seed.append(evaluate_beats(run / FINAL, data, run / "test"))
+    summary = {
+        "task": TASK, "classes": CLASSES, "seeds": config.seeds, "excluded": "Q beats (paced, fusion of paced, unclassifiable)",
+        "class_imbalance": "weighted cross-entropy, n / (K * n_k)", "max_beats_per_record": config.max_beats_per_record,
+        "train_records": [str(store.manifest.iloc[r]["record_id"]) for r in split_rows(store)["train"]],
+        "test_records": [str(store.manifest.iloc[r]["record_id"]) for r in split_rows(store)["test"]],
+        "metrics": mean_std_over_seeds(per_seed),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    return summary
+
+
+def load_beat_model(directory: str | Path) -> tuple[BeatModel, dict]:
+    """(model, config) of a fine-tuned beat folder, strictly loaded; `config["recipe"]` is its Recipe."""
+    config = load_config(directory)
+    if config.get("family") != "finetuned" or config.get("task") != TASK:
+        raise ValueError(f"{directory}: not a fine-tuned beat model (family {config.get('family')!r}, task {config.get('task')!r})")
+    spec = config["model"]
+    if spec["kind"] == "baseline":
+        net = build_baseline(spec["preset"], **spec["config"])
+    else:
+        net = AnyECGBeatClassifier(Backbone(BackboneConfig(**spec["backbone"])), len(config["classes"]))
+    model = BeatModel(net, np.array(config["class_weights"], dtype=np.float32))
+    load_state_dict_strict(model, directory)
+    config["recipe"] = Recipe.from_json((Path(directory) / RECIPE_FILE).read_text())
+    return model.eval(), config
+
+
+@torch.no_grad()
+def predict_beats(model: BeatModel, dataset: BeatWindows, batch_size: int = 64) -> np.ndarray:
+    """float [N, K] class probabilities of every beat of `dataset`, in order."""
+    model.eval()
+    parts = []
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_beats([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        parts.append(torch.softmax(model.logits(batch).float(), dim=-1))
+    return torch.cat(parts).numpy() if parts else np.zeros((0, len(CLASSES)))
+
+
+def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, split: str = "test",
+                   max_beats_per_record: int | None = -1) -> dict:
+    """Score a fine-tuned beat model on the DS2 (split "test") or DS1 ("train") beats of a store:
+    `out/metrics.json` (`beat_metrics` + what was scored), `out/predictions.csv`, `out/confusion.png`.
+
+    `max_beats_per_record=-1` (default) uses the subset size the model was fine-tuned with (seed 0
+    draws, so every evaluation scores the same beats); None scores every beat.
+    """
+    model, config = load_beat_model(model_dir)
+    store, out = Store(data), Path(out)
+    recipe = config["recipe"]
+    if (store.recipe.target_fs, store.recipe.patch_size) != (recipe.target_fs, recipe.patch_size):
+        raise ValueError(f"{store.root}: store rate {store.recipe.target_fs} Hz / patch {store.recipe.patch_size} differs "
+                         f"from the model's {recipe.target_fs} Hz / patch {recipe.patch_size}")
+    limit = config["finetune"]["max_beats_per_record"] if max_beats_per_record == -1 else max_beats_per_record
+    beats, excluded_q = split_beats(store, split, config["window_s"], limit, seed=0)
+    if config["model"]["kind"] == "baseline":
+        dataset = BeatWindows(store, beats, form="contract", contract=model.net.config.contract)
+    else:
+        dataset = BeatWindows(store, beats, form="tokens")
+    probabilities = predict_beats(model, dataset)  # [N, K]
+    classes = config["classes"]
+    y_true = [b.label for b in beats]
+    y_pred = [classes[k] for k in probabilities.argmax(1)]
+    metrics = beat_metrics(y_true, y_pred, classes)
+    metrics.update(excluded_q_beats=excluded_q, max_beats_per_record=limit, split=split,
+                   records=sorted({str(store.manifest.iloc[b.record]["record_id"]) for b in beats}))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))
+    ids = store.manifest["record_id"].astype(str).to_numpy()
+    predictions = pd.DataFrame({"record_id": [ids[b.record] for b in beats], "peak": [b.peak for b in beats],
+                                "label": y_true, "predicted": y_pred})
+    for k, name in enumerate(classes):
+        predictions[f"p_{name}"] = probabilities[:, k]
+    predictions.to_csv(out / "predictions.csv", index=False)
+    plot_confusion(y_true, y_pred, classes, out / "confusion.png", title=f"AAMI beats, {split} ({len(beats)} beats)")
+    return metrics

@@ -1,0 +1,119 @@
+"""Inter-patient AAMI beat classification on real MIT-BIH records: DS1 101, 106, 208 and DS2 100, 105."""
+
+import json
+import os
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import wfdb
+
+from anyecg.data.prepare import PrepareConfig, prepare
+from anyecg.data.store import Store
+from anyecg.tasks.beat_task import (
+    CLASSES, BeatConfig, BeatWindows, _build, class_weights, collate_beats, evaluate_beats, finetune_beats,
+    load_beat_model, record_beats, split_beats, split_rows,
+)
+
+RECORDS = ["100", "101", "105", "106", "208"]
+# AAMI EC57 grouping written out again, independent of the module's table
+REFERENCE = {s: g for g, symbols in {"N": "NLRej", "S": "AaJS", "V": "VE", "F": "F", "Q": "/fQ"}.items() for s in symbols}
+
+
+@pytest.fixture(scope="module")
+def beat_store(shared_data, tmp_path_factory):
+    src = tmp_path_factory.mktemp("beat_src")
+    for record in RECORDS:
+        for file in (shared_data / "mitdb").glob(f"{record}.*"):
+            shutil.copy(file, src / file.name)
+            os.chmod(src / file.name, 0o644)
+    out = tmp_path_factory.mktemp("beat_store")
+    prepare(PrepareConfig(sources=[src], out=out, progress=False))
+    return Store(out)
+
+
+@pytest.fixture(scope="module")
+def rows(beat_store):
+    return {str(record_id): row for row, record_id in enumerate(beat_store.manifest["record_id"])}
+
+
+def test_ds1_ds2_assignment_from_record_ids(beat_store, rows):
+    split = split_rows(beat_store)
+    assert split == {"train": [rows["101"], rows["106"], rows["208"]], "test": [rows["100"], rows["105"]]}
+
+
+@pytest.mark.parametrize("record_id", RECORDS)
+def test_beat_counts_equal_a_direct_wfdb_count(beat_store, rows, shared_data, record_id):
+    reference = Counter(REFERENCE[s] for s in wfdb.rdann(str(shared_data / "mitdb" / record_id), "atr").symbol if s in REFERENCE)
+    beats, excluded_q = record_beats(beat_store, rows[record_id], window_s=3)
+    assert Counter(b.label for b in beats) == Counter({c: n for c, n in reference.items() if c != "Q"})
+    assert excluded_q == reference["Q"]
+    n_samples = int(beat_store.manifest.iloc[rows[record_id]]["n_samples"])
+    for b in beats:
+        assert b.stop - b.start == 900 and 0 <= b.start and b.stop <= n_samples and b.start <= b.peak < b.stop
+    # away from the record's edges the R peak sits in the middle of the middle 1-s patch
+    inner = [b for b in beats if 450 <= b.peak <= n_samples - 450]
+    assert all(b.peak - b.start == 450 for b in inner)
+
+
+def test_max_beats_per_record_is_a_seeded_subset(beat_store, rows):
+    full, _ = record_beats(beat_store, rows["208"], window_s=3)
+    some, _ = record_beats(beat_store, rows["208"], window_s=3, max_beats=40, seed=3)
+    again, _ = record_beats(beat_store, rows["208"], window_s=3, max_beats=40, seed=3)
+    other, _ = record_beats(beat_store, rows["208"], window_s=3, max_beats=40, seed=4)
+    peaks = [b.peak for b in some]
+    assert len(some) == 40 and peaks == sorted(peaks) and set(peaks) <= {b.peak for b in full}
+    assert peaks == [b.peak for b in again] and peaks != [b.peak for b in other]
+
+
+def test_class_weights_by_hand():
+    weights = class_weights(["N"] * 6 + ["V"] * 2)
+    np.testing.assert_allclose(weights, [8 / (4 * 6), 0.0, 8 / (4 * 2), 0.0])
+
+
+@pytest.mark.parametrize("baseline", [None, "xresnet1d-tiny"])
+def test_training_steps_lower_the_loss_on_a_fixed_batch(beat_store, baseline):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    beats, _ = split_beats(beat_store, "train", 3, max_beats=8, seed=0)
+    config = BeatConfig(baseline=baseline, baseline_leads=("II", "V1"))
+    model, form, contract, _ = _build(config, class_weights([b.label for b in beats]))
+    batch = collate_beats([BeatWindows(beat_store, beats, form=form, contract=contract)[i] for i in range(len(beats))])
+    if form == "tokens":
+        assert batch["patches"].shape == (len(beats), 2, 3, 300)
+    else:
+        assert batch["x"].shape == (len(beats), 2, 900)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for _ in range(8):
+        loss = model(batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("baseline", [None, "xresnet1d-tiny"])
+def test_finetune_then_evaluate_reloads_strictly_and_reproduces_metrics(beat_store, tmp_path, baseline):
+    torch.set_num_threads(1)
+    config = BeatConfig(baseline=baseline, linear_probe=baseline is None, seeds=2, steps=3, batch_size=8,
+                        max_beats_per_record=12)
+    summary = finetune_beats(beat_store.root, tmp_path / "run", config)
+    assert summary["train_records"] == ["101", "106", "208"] and summary["test_records"] == ["100", "105"]
+    assert summary["metrics"]["accuracy"]["n"] == 2
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["max_beats_per_record"] == 12
+
+    run = tmp_path / "run" / "seed-1"
+    saved = json.loads((run / "test" / "metrics.json").read_text())
+    assert saved["n"] == 24 and saved["records"] == ["100", "105"] and saved["classes"] == CLASSES
+    assert sum(saved["per_class"][c]["support"] for c in CLASSES) == 24
+    model, model_config = load_beat_model(run / "final")
+    assert model_config["task"] == "beats" and model_config["train_beats"]["V"] > 0
+    again = evaluate_beats(run / "final", beat_store.root, tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == saved
+    assert again["confusion"] == saved["confusion"]
+    assert (tmp_path / "again" / "confusion.png").stat().st_size > 0
