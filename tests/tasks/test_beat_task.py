@@ -117,3 +117,22 @@ def test_finetune_then_evaluate_reloads_strictly_and_reproduces_metrics(beat_sto
     assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == saved
     assert again["confusion"] == saved["confusion"]
     assert (tmp_path / "again" / "confusion.png").stat().st_size > 0
+
+
+def test_peak_pooling_equals_a_dense_reference(beat_store):
+    torch.set_num_threads(1)
+    beats, _ = split_beats(beat_store, "test", 3, max_beats=2, seed=0)
+    model, form, _, _ = _build(BeatConfig(), class_weights([b.label for b in beats]))
+    batch = collate_beats([BeatWindows(beat_store, beats, form=form)[i] for i in range(len(beats))])
+    batch["peak_patch"] = torch.tensor([0, 1, 2, 1])  # every patch position, not only the middle
+    batch["pad_mask"][1, 1] = True  # item 1: its second lead is padding
+    net = model.net.eval()
+    with torch.no_grad():
+        pooled = net.forward_features(batch)  # [B, D]
+        tokens = net.backbone.forward_features(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, L * P, D]
+    P = batch["patches"].shape[2]
+    for b in range(len(beats)):
+        p = int(batch["peak_patch"][b])
+        real = [l for l in range(2) if not batch["pad_mask"][b, l, p]]
+        expected = torch.stack([tokens[b, l * P + p] for l in real]).mean(0)
+        torch.testing.assert_close(pooled[b], expected)
