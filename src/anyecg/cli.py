@@ -78,7 +78,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="adapt a pretrained model (or train a baseline) for a task, over several seeds")
-    p.add_argument("--task", choices=["anomaly", "arrhythmia", "leadgen", "longecg"], required=True)
+    p.add_argument("--task", choices=["anomaly", "arrhythmia", "beats", "leadgen", "longecg"], required=True,
+                   help="beats: MIT-BIH AAMI beat classes, trained on DS1 records and tested on DS2")
     p.add_argument("--data", required=True, type=Path, help="prepared store; labels from its manifest")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--model", type=Path, help="AnyECG checkpoint (default: the one shipped in the package)")
@@ -92,6 +93,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--input-leads", type=_lead_list, default=["II"], help="leadgen: leads the model reads")
     p.add_argument("--target-leads", type=_lead_list, default=["V1"], help="leadgen: leads it reconstructs")
+    p.add_argument("--max-beats-per-record", type=int, help="beats: a seeded subset of each record's beats (CPU runs)")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
     p.add_argument("--model", required=True, type=Path, help="fine-tuned model folder (finetune's seed-K/final)")
     p.add_argument("--data", required=True, type=Path)
@@ -102,6 +104,18 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from anyecg.evaluation.metrics import to_jsonable
 
+    if args.task == "beats":
+        from anyecg.tasks.beat_task import BeatConfig, finetune_beats
+
+        summary = finetune_beats(args.data, args.out, BeatConfig(
+            model=str(args.model) if args.model else None, baseline=args.baseline, random_init=args.random_init,
+            linear_probe=args.linear_probe, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
+            lr=args.lr, max_beats_per_record=args.max_beats_per_record,
+        ))
+        headline = {k: summary["metrics"][k] for k in ("accuracy", "f1_macro") if k in summary["metrics"]}
+        print(json.dumps(to_jsonable(headline)))
+        print(f"summary: {args.out / 'summary.json'}")
+        return 0
     if args.task == "longecg":
         from anyecg.tasks.longecg import LongECGConfig, finetune_longecg
 
@@ -140,14 +154,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from anyecg.evaluation.metrics import to_jsonable
+    from anyecg.tasks.beat_task import evaluate_beats
     from anyecg.tasks.leadgen import evaluate_leadgen
     from anyecg.tasks.longecg import evaluate_longecg
     from anyecg.tasks.runner import evaluate
     from anyecg.training.checkpoint import load_config
 
-    evaluators = {"leadgen": evaluate_leadgen, "longecg": evaluate_longecg}
     task = load_config(args.model).get("task")
-    metrics = evaluators.get(task, evaluate)(args.model, args.data, args.split, args.out)
+    if task == "beats":  # DS1 / DS2 by record id: "test" scores DS2
+        metrics = evaluate_beats(args.model, args.data, args.out, split=args.split)
+    else:
+        evaluators = {"leadgen": evaluate_leadgen, "longecg": evaluate_longecg}
+        metrics = evaluators.get(task, evaluate)(args.model, args.data, args.split, args.out)
     print(json.dumps({k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, dict)}))
     return 0
 

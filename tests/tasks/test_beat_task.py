@@ -136,3 +136,18 @@ def test_peak_pooling_equals_a_dense_reference(beat_store):
         real = [l for l in range(2) if not batch["pad_mask"][b, l, p]]
         expected = torch.stack([tokens[b, l * P + p] for l in real]).mean(0)
         torch.testing.assert_close(pooled[b], expected)
+
+
+def test_cli_finetune_and_evaluate_beats(beat_store, tmp_path, capsys):
+    import json
+
+    from anyecg.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["finetune", "--task", "beats", "--data", str(beat_store.root), "--out", str(out), "--baseline",
+                 "xresnet1d-tiny", "--seeds", "1", "--steps", "3", "--batch-size", "16", "--max-beats-per-record", "40"]) == 0
+    assert set(json.loads(capsys.readouterr().out.splitlines()[0])) == {"accuracy", "f1_macro"}
+    assert main(["evaluate", "--model", str(out / "seed-0" / "final"), "--data", str(beat_store.root), "--out",
+                 str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == json.loads(
+        (out / "seed-0" / "test" / "metrics.json").read_text())
