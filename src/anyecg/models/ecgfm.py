@@ -651,7 +651,8 @@ def load_encoder_weights(model: ECGFM, state_dict: Mapping[str, Tensor]) -> None
     missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
     if missing or unexpected:
         raise ValueError(f"ECG-FM weights do not match the model: missing {missing}, unexpected {unexpected}")
-    model.load_state_dict(state_dict, strict=False)
+    head = {k: v for k, v in model.state_dict().items() if k.startswith("head.")}  # kept as it is
+    model.load_state_dict({**state_dict, **head}, strict=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
 from anyecg.signal.recipe import Recipe
 from anyecg.tasks.beats import beat_samples, beat_windows, inter_patient_split
+from anyecg.tasks.classification import AnyECGClassifier
 from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict
 from anyecg.training.loop import FINAL, TrainConfig, train
 
@@ -185,26 +186,12 @@ class BeatOutput:
     logits: Tensor  # [B, K]
 
 
-class AnyECGBeatClassifier(nn.Module):
+class AnyECGBeatClassifier(AnyECGClassifier):
     """Backbone tokens of the patch holding the R peak, averaged over the real leads, then a linear head.
 
     The other patches of the window still shape those tokens through attention (rhythm context:
     the previous and next beats). `linear_probe=True` freezes the backbone and keeps it in eval mode.
     """
-
-    def __init__(self, backbone: Backbone, num_classes: int, *, linear_probe: bool = False):
-        super().__init__()
-        self.backbone = backbone
-        self.linear_probe = linear_probe
-        self.head = nn.Linear(backbone.config.dim, num_classes)
-        if linear_probe:
-            self.backbone.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "AnyECGBeatClassifier":
-        super().train(mode)
-        if self.linear_probe:
-            self.backbone.eval()
-        return self
 
     def forward_features(self, batch: dict) -> Tensor:
         patches, pad_mask = batch["patches"], batch["pad_mask"]  # [B, L, P, S], [B, L, P]
