@@ -119,25 +119,29 @@ class ClassifierOutput:
     logits: Tensor  # [B, K]
 
 
-class AnyECGClassifier(nn.Module):
-    """The pretrained AnyECG backbone, mean-pooled over real tokens, then a linear head.
+class BackboneWithHead(nn.Module):
+    """The pretrained AnyECG backbone and a linear head of `out_features` per token or per window.
 
     `linear_probe=True` freezes the backbone (and keeps it in eval mode): only the head trains.
     """
 
-    def __init__(self, backbone: Backbone, num_classes: int, *, linear_probe: bool = False):
+    def __init__(self, backbone: Backbone, out_features: int, *, linear_probe: bool = False):
         super().__init__()
         self.backbone = backbone
         self.linear_probe = linear_probe
-        self.head = nn.Linear(backbone.config.dim, num_classes)
+        self.head = nn.Linear(backbone.config.dim, out_features)
         if linear_probe:
             self.backbone.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "AnyECGClassifier":
+    def train(self, mode: bool = True) -> "BackboneWithHead":
         super().train(mode)
         if self.linear_probe:
             self.backbone.eval()
         return self
+
+
+class AnyECGClassifier(BackboneWithHead):
+    """The backbone's tokens mean-pooled over the real ones, then a linear head to the classes."""
 
     def forward_features(self, batch: dict) -> Tensor:
         """Pooled embedding [B, D] of the batch's windows."""

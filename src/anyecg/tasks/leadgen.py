@@ -45,6 +45,7 @@ from anyecg.models.baselines.leadgen_linear import LeadGenOutput, LinearLeadGene
 from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import canonical_leads, lead_ids
 from anyecg.signal.recipe import Recipe
+from anyecg.tasks.classification import BackboneWithHead
 from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict, save_checkpoint
 from anyecg.training.loop import FINAL, TrainConfig, train
 
@@ -174,7 +175,7 @@ def collate_leadgen(items: list[dict]) -> dict[str, Tensor]:
     }
 
 
-class AnyECGLeadGenerator(nn.Module):
+class AnyECGLeadGenerator(BackboneWithHead):
     """Masked-lead generation with the AnyECG backbone: the target leads' tokens are the mask token,
     a linear head turns each contextual target token [D] into its patch [S].
 
@@ -182,19 +183,8 @@ class AnyECGLeadGenerator(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, n_targets: int, *, linear_probe: bool = False):
-        super().__init__()
-        self.backbone = backbone
+        super().__init__(backbone, backbone.config.patch_size, linear_probe=linear_probe)
         self.n_targets = n_targets
-        self.linear_probe = linear_probe
-        self.head = nn.Linear(backbone.config.dim, backbone.config.patch_size)
-        if linear_probe:
-            self.backbone.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "AnyECGLeadGenerator":
-        super().train(mode)
-        if self.linear_probe:
-            self.backbone.eval()
-        return self
 
     def generate(self, batch: dict) -> Tensor:
         """Reconstructed target leads [B, C_out, T] of a `collate_leadgen` batch."""

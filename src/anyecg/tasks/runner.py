@@ -30,7 +30,12 @@ from anyecg.pretrained import AnyECG, token_windows
 from anyecg.signal.leads import canonical_leads
 from anyecg.signal.recipe import Recipe, preprocess
 from anyecg.tasks.classification import (
-    AnyECGClassifier, LabelledWindows, collate_labelled, predict_records, record_labels, subsample_labels,
+    AnyECGClassifier,
+    LabelledWindows,
+    collate_labelled,
+    predict_records,
+    record_labels,
+    subsample_labels,
 )
 from anyecg.tasks.labels import anomaly_label, arrhythmia_label
 from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict
