@@ -205,7 +205,7 @@ def test_contract_mismatches_print_the_values():
     model = build_ecgfounder("ecgfounder-tiny", num_classes=2)
     with pytest.raises(ValueError, match=r"input shape \(2, 12, 3000\) does not match .*\[B, 12, 5000\]"):
         model(torch.zeros(2, 12, 3000))
-    with pytest.raises(ValueError, match=r"lead_mask shape \(2, 11\) must be \[B, C\] = \(2, 12\)"):
+    with pytest.raises(ValueError, match=r"lead_mask must be a bool tensor of shape \(2, 12\).*torch.bool \(2, 11\)"):
         model(torch.zeros(2, 12, 5000), torch.ones(2, 11, dtype=torch.bool))
     with pytest.raises(ValueError, match="needs 'targets'"):
         model({"x": torch.zeros(1, 12, 5000)})

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+import torch
 from scipy.signal import resample_poly
 
 from anyecg.signal.leads import STANDARD_12
@@ -36,6 +37,20 @@ class SignalContract:
                 f"{self.n_samples}] ({len(self.leads)} leads {list(self.leads)}, {self.window_s:g} s at {self.fs:g} Hz); "
                 "use anyecg.models.contract.to_model_input"
             )
+
+
+def checked_input(x: torch.Tensor, lead_mask: torch.Tensor | None, contract: SignalContract) -> torch.Tensor:
+    """x [B, C, T] with absent leads zeroed (whatever the caller filled in); raises ValueError
+    printing any shape that breaks the contract or a lead mask that is not bool [B, C]."""
+    contract.check(tuple(x.shape))
+    if lead_mask is None:
+        return x
+    if tuple(lead_mask.shape) != tuple(x.shape[:2]) or lead_mask.dtype != torch.bool:
+        raise ValueError(
+            f"lead_mask must be a bool tensor of shape {tuple(x.shape[:2])} (True = present), "
+            f"got {lead_mask.dtype} {tuple(lead_mask.shape)}"
+        )
+    return x * lead_mask[:, :, None].to(x.dtype)  # [B, C, T]
 
 
 def convert_rate(signal: np.ndarray, src_fs: float, fs: float) -> np.ndarray:

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from anyecg.models.contract import SignalContract, convert_rate, fit_window, place_leads, segments
+from anyecg.models.contract import SignalContract, checked_input, convert_rate, fit_window, place_leads, segments
 from anyecg.models.layers import batch_field
 from anyecg.signal.leads import STANDARD_12, canonical_leads
 
@@ -305,25 +305,13 @@ class ECGFM(nn.Module):
         self.head = nn.Linear(c.dim, c.num_classes) if c.num_classes > 0 else nn.Identity()
         self.n_outputs = c.num_classes if c.num_classes > 0 else c.dim
 
-    def check_input(self, x: Tensor, lead_mask: Tensor | None) -> Tensor:
-        """x [B, C, T] with absent leads zeroed; raises on a shape that breaks the contract."""
-        self.config.contract.check(tuple(x.shape))
-        if lead_mask is None:
-            return x
-        if tuple(lead_mask.shape) != tuple(x.shape[:2]) or lead_mask.dtype != torch.bool:
-            raise ValueError(
-                f"lead_mask must be a bool tensor of shape {tuple(x.shape[:2])} (True = lead present), "
-                f"got {lead_mask.dtype} {tuple(lead_mask.shape)}"
-            )
-        return x * lead_mask[..., None].to(x.dtype)  # [B, C, T]
-
     def latents(self, x: Tensor) -> Tensor:
         """Normalised convolutional latents [B, N, E] of a checked input x [B, C, T]."""
         return self.feature_norm(self.feature_encoder(x).transpose(1, 2))  # [B, N, E]
 
     def encode(self, x: Tensor, lead_mask: Tensor | None = None, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """(tokens [B, N, D], per-layer attention [B, H, N, N] when need_weights)."""
-        x = self.check_input(x, lead_mask)
+        x = checked_input(x, lead_mask, self.config.contract)  # [B, C, T]
         tokens = self.dropout_input(self.feature_proj(self.latents(x)))  # [B, N, D]
         return self.transformer(tokens, need_weights)
 

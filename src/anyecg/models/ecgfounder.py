@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyecg.models.contract import SignalContract
+from anyecg.models.contract import SignalContract, checked_input
 from anyecg.signal.leads import CANONICAL_LEADS, STANDARD_12
 
 
@@ -243,16 +243,9 @@ class ECGFounder(nn.Module):
     def _pos_weight_tensor(config: ECGFounderConfig) -> Tensor | None:
         return None if config.pos_weight is None else torch.tensor(config.pos_weight, dtype=torch.float32)
 
-    def check_input(self, x: Tensor, lead_mask: Tensor | None) -> None:
-        self.config.contract.check(tuple(x.shape))
-        if lead_mask is not None and tuple(lead_mask.shape) != tuple(x.shape[:2]):
-            raise ValueError(f"lead_mask shape {tuple(lead_mask.shape)} must be [B, C] = {tuple(x.shape[:2])}")
-
     def forward_features(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
         """x [B, C, T] (C = len(leads), T = fs * window_s) -> pooled features [B, D]."""
-        self.check_input(x, lead_mask)
-        if lead_mask is not None:
-            x = x * lead_mask[:, :, None].to(x.dtype)  # absent leads read as zero, whatever the caller filled in
+        x = checked_input(x, lead_mask, self.config.contract)  # absent leads read as zero
         h = self.stem(x)  # [B, F0, T / 2]
         h = self.stages(h)  # [B, D, T / 2^(S+1)]
         return h.mean(dim=-1)  # [B, D]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyecg.models.contract import SignalContract
+from anyecg.models.contract import SignalContract, checked_input  # noqa: F401  (used by every baseline)
 from anyecg.signal.leads import STANDARD_12
 
 
@@ -71,19 +71,6 @@ class LeadGenConfig:
     def target_contract(self) -> SignalContract:
         """The contract of the output (and of the targets it is trained against)."""
         return SignalContract(self.fs, self.window_s, self.target_leads)
-
-
-def checked_input(x: Tensor, lead_mask: Tensor | None, contract: SignalContract) -> Tensor:
-    """x [B, C, T] with absent leads zeroed; raises ValueError printing any shape that breaks the contract."""
-    contract.check(tuple(x.shape))
-    if lead_mask is None:
-        return x
-    if tuple(lead_mask.shape) != tuple(x.shape[:2]) or lead_mask.dtype != torch.bool:
-        raise ValueError(
-            f"lead_mask must be a bool tensor of shape {tuple(x.shape[:2])} (True = present), "
-            f"got {lead_mask.dtype} {tuple(lead_mask.shape)}"
-        )
-    return x * lead_mask[:, :, None].to(x.dtype)
 
 
 @dataclass
