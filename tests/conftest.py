@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -22,3 +24,22 @@ def shared_data() -> Path:
     if not (root / "mitdb").is_dir():
         pytest.skip(f"real data not found at {root} (set ANYECG_SHARED_DATA)")
     return root
+
+
+def _copy_records(source: Path, dest: Path, stems: Iterable[str]) -> Path:
+    """Every file of each record (header, signal files, annotations) from `source` into `dest`, writable."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        files = sorted(source.glob(f"{stem}.*"))
+        if not files:
+            raise FileNotFoundError(f"no files of record {stem!r} in {source}")
+        for file in files:
+            shutil.copy(file, dest / file.name)
+            os.chmod(dest / file.name, 0o644)  # the shared data is read-only; tests damage or rewrite copies
+    return dest
+
+
+@pytest.fixture(scope="session")
+def copy_records():
+    """`copy_records(source_folder, dest_folder, record_stems) -> dest_folder`."""
+    return _copy_records

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 
 import numpy as np
@@ -83,13 +82,10 @@ def test_bad_inputs_name_the_values():
 
 
 @pytest.fixture(scope="module")
-def store(shared_data, tmp_path_factory) -> Store:
+def store(shared_data, tmp_path_factory, copy_records) -> Store:
     corpus = tmp_path_factory.mktemp("corpus")
     for folder, records in (("cinc2021", CINC), ("cpsc2021", [LONG])):
-        (corpus / folder).mkdir()
-        for record in records:
-            for file in (shared_data / folder).glob(f"{record}.*"):
-                shutil.copy(file, corpus / folder / file.name)
+        copy_records(shared_data / folder, corpus / folder, records)
     out = tmp_path_factory.mktemp("store")
     prepare(PrepareConfig(sources=[corpus], out=out, progress=False))
     return Store(out)

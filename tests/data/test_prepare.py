@@ -22,21 +22,12 @@ from anyecg.signal.recipe import Recipe, clean
 CINC = ["E07500", "E07501", "E07502", "E07503", "E07504", "E07505"]
 
 
-def _copy(shared: Path, dest: Path, folder: str, records: list[str]) -> None:
-    (dest / folder).mkdir(parents=True, exist_ok=True)
-    for record in records:
-        for file in (shared / folder).glob(f"{record}.*"):
-            shutil.copy(file, dest / folder / file.name)
-            os.chmod(dest / folder / file.name, 0o644)
-
-
 @pytest.fixture(scope="module")
-def corpus(shared_data, tmp_path_factory) -> Path:
+def corpus(shared_data, tmp_path_factory, copy_records) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    _copy(shared_data, root, "cinc2021", CINC)
-    _copy(shared_data, root, "cpsc2021", ["data_8_4", "data_92_12"])
-    _copy(shared_data, root, "mitdb", ["100"])
-    _copy(shared_data, root, "ptbdb", ["s0010_re"])
+    for folder, records in {"cinc2021": CINC, "cpsc2021": ["data_8_4", "data_92_12"], "mitdb": ["100"],
+                            "ptbdb": ["s0010_re"]}.items():
+        copy_records(shared_data / folder, root / folder, records)
     return root
 
 

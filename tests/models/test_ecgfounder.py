@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -318,12 +317,8 @@ CINC = [f"E075{i:02d}" for i in range(7)] + [f"HR0600{i}" for i in range(6)] + [
 
 
 @pytest.fixture(scope="module")
-def cinc_store(shared_data, tmp_path_factory) -> Store:
-    corpus = tmp_path_factory.mktemp("cinc") / "cinc2021"
-    corpus.mkdir()
-    for record in CINC:
-        for file in (shared_data / "cinc2021").glob(f"{record}.*"):
-            shutil.copy(file, corpus / file.name)
+def cinc_store(shared_data, tmp_path_factory, copy_records) -> Store:
+    corpus = copy_records(shared_data / "cinc2021", tmp_path_factory.mktemp("cinc") / "cinc2021", CINC)
     out = tmp_path_factory.mktemp("store")
     prepare(PrepareConfig(sources=[corpus.parent], out=out, progress=False))
     return Store(out)

@@ -3,8 +3,6 @@ paroxysmal / persistent / non-AF records, and CinC 2021 headers with hand-checke
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,14 +18,10 @@ RECORDS = {
 
 
 @pytest.fixture(scope="session")
-def task_store(shared_data, tmp_path_factory) -> Store:
+def task_store(shared_data, tmp_path_factory, copy_records) -> Store:
     corpus = tmp_path_factory.mktemp("task-corpus")
     for folder, records in RECORDS.items():
-        (corpus / folder).mkdir()
-        for record in records:
-            for file in (shared_data / folder).glob(f"{record}.*"):
-                shutil.copy(file, corpus / folder / file.name)
-                os.chmod(corpus / folder / file.name, 0o644)
+        copy_records(shared_data / folder, corpus / folder, records)
     out = tmp_path_factory.mktemp("task-store")
     result = prepare(PrepareConfig(sources=[corpus], out=out, progress=False))
     assert result.skipped == 0, result.skipped_reasons

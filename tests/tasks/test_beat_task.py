@@ -1,8 +1,6 @@
 """Inter-patient AAMI beat classification on real MIT-BIH records: DS1 101, 106, 208 and DS2 100, 105."""
 
 import json
-import os
-import shutil
 from collections import Counter
 
 import numpy as np
@@ -13,8 +11,18 @@ import wfdb
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import Store
 from anyecg.tasks.beat_task import (
-    CLASSES, BeatConfig, BeatWindows, _build, class_weights, collate_beats, evaluate_beats, finetune_beats,
-    load_beat_model, record_beats, split_beats, split_rows,
+    CLASSES,
+    BeatConfig,
+    BeatWindows,
+    _build,
+    class_weights,
+    collate_beats,
+    evaluate_beats,
+    finetune_beats,
+    load_beat_model,
+    record_beats,
+    split_beats,
+    split_rows,
 )
 
 RECORDS = ["100", "101", "105", "106", "208"]
@@ -23,12 +31,8 @@ REFERENCE = {s: g for g, symbols in {"N": "NLRej", "S": "AaJS", "V": "VE", "F": 
 
 
 @pytest.fixture(scope="module")
-def beat_store(shared_data, tmp_path_factory):
-    src = tmp_path_factory.mktemp("beat_src")
-    for record in RECORDS:
-        for file in (shared_data / "mitdb").glob(f"{record}.*"):
-            shutil.copy(file, src / file.name)
-            os.chmod(src / file.name, 0o644)
+def beat_store(shared_data, tmp_path_factory, copy_records):
+    src = copy_records(shared_data / "mitdb", tmp_path_factory.mktemp("beat_src"), RECORDS)
     out = tmp_path_factory.mktemp("beat_store")
     prepare(PrepareConfig(sources=[src], out=out, progress=False))
     return Store(out)

@@ -1,7 +1,5 @@
 """Record-level fine-tuning on real CinC 2021 records: AnyECG linear probe and a baseline."""
 
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +10,12 @@ from anyecg.data.store import Store
 from anyecg.models.baselines import build_baseline
 from anyecg.pretrained import AnyECG
 from anyecg.tasks.classification import (
-    AnyECGClassifier, LabelledWindows, collate_labelled, predict_records, record_labels, subsample_labels,
+    AnyECGClassifier,
+    LabelledWindows,
+    collate_labelled,
+    predict_records,
+    record_labels,
+    subsample_labels,
 )
 from anyecg.training.loop import TrainConfig, train
 
@@ -24,12 +27,9 @@ def sinus_or_not(labels):
 
 
 @pytest.fixture(scope="module")
-def store(shared_data, tmp_path_factory):
-    src = tmp_path_factory.mktemp("cls_src")
-    for header in sorted((shared_data / "cinc2021").glob("*.hea"))[:24]:
-        for file in (shared_data / "cinc2021").glob(f"{header.stem}.*"):
-            shutil.copy(file, src / file.name)
-            os.chmod(src / file.name, 0o644)
+def store(shared_data, tmp_path_factory, copy_records):
+    stems = [header.stem for header in sorted((shared_data / "cinc2021").glob("*.hea"))[:24]]
+    src = copy_records(shared_data / "cinc2021", tmp_path_factory.mktemp("cls_src"), stems)
     out = tmp_path_factory.mktemp("cls_store")
     prepare(PrepareConfig(sources=[src], out=out, progress=False))
     return Store(out)

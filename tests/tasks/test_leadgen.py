@@ -2,8 +2,6 @@
 Einthoven's III from the limb leads)."""
 
 import json
-import os
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -16,8 +14,15 @@ from anyecg.models.baselines.leadgen_linear import fit_least_squares
 from anyecg.pretrained import AnyECG
 from anyecg.signal.recipe import Recipe
 from anyecg.tasks.leadgen import (
-    AnyECGLeadGenerator, LeadGenFinetuneConfig, LeadGenWindows, collate_leadgen, eligible_records,
-    evaluate_leadgen, finetune_leadgen, fit_linear, load_leadgen,
+    AnyECGLeadGenerator,
+    LeadGenFinetuneConfig,
+    LeadGenWindows,
+    collate_leadgen,
+    eligible_records,
+    evaluate_leadgen,
+    finetune_leadgen,
+    fit_linear,
+    load_leadgen,
 )
 
 MITDB = ["100", "101", "105", "106"]  # 100 records MLII + V5: no V1, excluded
@@ -25,12 +30,8 @@ METRIC_KEYS = {"psnr", "ssim", "mae", "mae_mv", "n_signals", "n_flat", "per_lead
                "input_leads", "target_leads", "n_records", "n_windows", "excluded"}
 
 
-def _prepare(shared_data, tmp_path_factory, folder, records, recipe=None):
-    src = tmp_path_factory.mktemp(f"leadgen_{folder}_src")
-    for record in records:
-        for file in (shared_data / folder).glob(f"{record}.*"):
-            shutil.copy(file, src / file.name)
-            os.chmod(src / file.name, 0o644)
+def _prepare(shared_data, tmp_path_factory, copy_records, folder, records, recipe=None):
+    src = copy_records(shared_data / folder, tmp_path_factory.mktemp(f"leadgen_{folder}_src"), records)
     out = tmp_path_factory.mktemp(f"leadgen_{folder}_store")
     config = PrepareConfig(sources=[src], out=out, progress=False)
     if recipe is not None:
@@ -40,8 +41,8 @@ def _prepare(shared_data, tmp_path_factory, folder, records, recipe=None):
 
 
 @pytest.fixture(scope="module")
-def mitdb_store(shared_data, tmp_path_factory):
-    out = _prepare(shared_data, tmp_path_factory, "mitdb", MITDB)
+def mitdb_store(shared_data, tmp_path_factory, copy_records):
+    out = _prepare(shared_data, tmp_path_factory, copy_records, "mitdb", MITDB)
     # four records are too few for the default 80/10/10 patient split: fix train / test by hand
     manifest = pd.read_parquet(out / "manifest.parquet")
     manifest["split"] = ["test" if r == "106" else "train" for r in manifest["record_id"]]
@@ -148,11 +149,11 @@ def test_anyecg_probe_finetune_and_strict_reload(mitdb_store, tmp_path):
     assert again["mae"] == pytest.approx(summary["metrics"]["mae"]["mean"], rel=1e-5)
 
 
-def test_cinc_limb_leads_linear(shared_data, tmp_path_factory, tmp_path):
+def test_cinc_limb_leads_linear(shared_data, tmp_path_factory, tmp_path, copy_records):
     # no wavelet (its thresholding is not linear) and mV units: III = II - I survives preprocessing
     recipe = Recipe(wavelet=None, normalization="none")
     records = sorted(p.stem for p in (shared_data / "cinc2021").glob("*.hea"))[:10]
-    out = _prepare(shared_data, tmp_path_factory, "cinc2021", records, recipe)
+    out = _prepare(shared_data, tmp_path_factory, copy_records, "cinc2021", records, recipe)
     assert set(Store(out).manifest["split"]) >= {"train", "test"}
     einthoven = finetune_leadgen(out, tmp_path / "iii", LeadGenFinetuneConfig(
         input_leads=("I", "II"), target_leads=("III",), baseline="leadgen_linear"))

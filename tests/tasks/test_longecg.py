@@ -2,8 +2,6 @@
 
 import json
 import math
-import os
-import shutil
 import tracemalloc
 
 import numpy as np
@@ -17,8 +15,15 @@ from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
 from anyecg.tasks.longecg import (
-    AggregatorConfig, AttentionAggregator, LongECGConfig, embed_examples, embed_stream, evaluate_longecg,
-    finetune_longecg, long_examples, train_aggregator,
+    AggregatorConfig,
+    AttentionAggregator,
+    LongECGConfig,
+    embed_examples,
+    embed_stream,
+    evaluate_longecg,
+    finetune_longecg,
+    long_examples,
+    train_aggregator,
 )
 from anyecg.tasks.rhythm import long_segments
 
@@ -29,14 +34,10 @@ TEST_RECORDS = {"data_92_12", "data_21_7"}
 
 
 @pytest.fixture(scope="module")
-def store(shared_data, tmp_path_factory) -> Store:
+def store(shared_data, tmp_path_factory, copy_records) -> Store:
     src = tmp_path_factory.mktemp("long_src")
     for folder, records in (("cpsc2021", list(CPSC)), ("mitdb", MITDB)):
-        (src / folder).mkdir()
-        for record in records:
-            for file in (shared_data / folder).glob(f"{record}.*"):
-                shutil.copy(file, src / folder / file.name)
-                os.chmod(src / folder / file.name, 0o644)
+        copy_records(shared_data / folder, src / folder, records)
     out = tmp_path_factory.mktemp("long_store")
     result = prepare(PrepareConfig(sources=[src], out=out, progress=False))
     assert result.skipped == 0, result.skipped_reasons
