@@ -15,15 +15,6 @@ from anyecg.models.ecgfm import build_ecgfm
 from anyecg.signal.leads import STANDARD_12, lead_ids
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on shared cores: one intra-op thread, no spin-waiting against other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cinc_record(shared_data):
     return read_record(shared_data / "cinc2021" / "HR06000")

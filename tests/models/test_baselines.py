@@ -37,16 +37,6 @@ LEAD_SETS = {"12-lead": STANDARD_12, "1-lead": ("I",)}
 SINUS_RHYTHM = "426783006"  # SNOMED CT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Test-width models gain nothing from a second intra-op thread, and on shared cores its spin-waits
-    make steps up to ten times slower; the setting is restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(name: str, leads: tuple[str, ...], **overrides):
     if name in GENERATORS:
         # 12-lead case: three recorded leads -> the other nine; 1-lead case: I -> the other eleven.

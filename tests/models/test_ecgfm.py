@@ -43,15 +43,6 @@ from anyecg.training.loop import TrainConfig, train
 NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "dropout_input": 0.0, "dropout_features": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on shared cores: one intra-op thread, no spin-waiting against other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cinc(shared_data):
     """16 CinC 2021 12-lead records (Georgia, PTB-XL, Chapman), cleaned at their native 500 Hz, z-scored."""

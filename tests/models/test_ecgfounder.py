@@ -38,15 +38,6 @@ PUBLISHED_PARAMETERS = 30_752_646  # ecgfounder-base as built here (stated in th
 PUBLIC_MODULE_PARAMETERS = 30_819_014  # the public Net1D module, which also builds unused BatchNorm layers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small convolutions: one thread avoids oversubscribing a shared CPU (several runs at once)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def closed_form_parameters(c: ECGFounderConfig, *, public_module: bool = False) -> int:
     """Net1D parameters from the config alone; `public_module` adds the BatchNorm layers the
     public Net1D constructs in every block whether or not it uses them."""

@@ -79,7 +79,6 @@ def test_class_weights_by_hand():
 
 @pytest.mark.parametrize("baseline", [None, "xresnet1d-tiny"])
 def test_training_steps_lower_the_loss_on_a_fixed_batch(beat_store, baseline):
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     beats, _ = split_beats(beat_store, "train", 3, max_beats=8, seed=0)
     config = BeatConfig(baseline=baseline, baseline_leads=("II", "V1"))
@@ -103,7 +102,6 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(beat_store, baseline):
 
 @pytest.mark.parametrize("baseline", [None, "xresnet1d-tiny"])
 def test_finetune_then_evaluate_reloads_strictly_and_reproduces_metrics(beat_store, tmp_path, baseline):
-    torch.set_num_threads(1)
     config = BeatConfig(baseline=baseline, linear_probe=baseline is None, seeds=2, steps=3, batch_size=8,
                         max_beats_per_record=12)
     summary = finetune_beats(beat_store.root, tmp_path / "run", config)
@@ -124,7 +122,6 @@ def test_finetune_then_evaluate_reloads_strictly_and_reproduces_metrics(beat_sto
 
 
 def test_peak_pooling_equals_a_dense_reference(beat_store):
-    torch.set_num_threads(1)
     beats, _ = split_beats(beat_store, "test", 3, max_beats=2, seed=0)
     model, form, _, _ = _build(BeatConfig(), class_weights([b.label for b in beats]))
     batch = collate_beats([BeatWindows(beat_store, beats, form=form)[i] for i in range(len(beats))])

@@ -48,7 +48,6 @@ def test_record_labels_and_label_fraction(store):
 
 
 def test_linear_probe_trains_only_the_head(store, tmp_path):
-    torch.set_num_threads(1)
     labels = record_labels(store, sinus_or_not)
     pretrained = AnyECG.from_pretrained()
     frozen = {k: v.clone() for k, v in pretrained.backbone.state_dict().items()}
@@ -66,7 +65,6 @@ def test_linear_probe_trains_only_the_head(store, tmp_path):
 
 
 def test_baseline_through_the_same_loop_and_windows(store, tmp_path):
-    torch.set_num_threads(1)
     labels = record_labels(store, sinus_or_not)
     model = build_baseline("xresnet1d-tiny", num_classes=len(labels.classes))
     data = LabelledWindows(store, labels, labels.records, form="contract", contract=model.config.contract)
@@ -85,7 +83,6 @@ def test_finetune_and_evaluate_commands(store, tmp_path, capsys):
 
     from anyecg.cli import main
 
-    torch.set_num_threads(1)
     out = tmp_path / "ft"
     assert main(["finetune", "--task", "anomaly", "--data", str(store.root), "--out", str(out), "--linear-probe",
                  "--seeds", "2", "--steps", "3", "--batch-size", "8"]) == 0
@@ -109,7 +106,6 @@ def test_finetune_and_evaluate_commands(store, tmp_path, capsys):
 def test_finetune_a_baseline_with_a_label_fraction(store, tmp_path):
     from anyecg.tasks.runner import FinetuneConfig, finetune
 
-    torch.set_num_threads(1)
     summary = finetune(store.root, tmp_path / "b", FinetuneConfig(
         task="anomaly", baseline="xresnet1d-tiny", seeds=1, steps=2, batch_size=4, label_fraction=0.5))
     assert summary["label_fraction"] == 0.5 and "auroc" in summary["metrics"]
@@ -122,7 +118,6 @@ def test_predict_and_embed_commands_on_record_files(store, shared_data, tmp_path
 
     from anyecg.cli import main
 
-    torch.set_num_threads(1)
     out = tmp_path / "ft"
     assert main(["finetune", "--task", "anomaly", "--data", str(store.root), "--out", str(out), "--linear-probe",
                  "--seeds", "1", "--steps", "2", "--batch-size", "8"]) == 0

@@ -115,7 +115,6 @@ def test_finetune_linear_writes_metrics_and_evaluate_reproduces_them(mitdb_store
 
 
 def test_anyecg_generator_loss_drops_on_a_fixed_batch(mitdb_store):
-    torch.set_num_threads(1)
     store = Store(mitdb_store)
     rows = eligible_records(store, ["II"], ["V1"], 10, "train").rows
     windows = LeadGenWindows(store, rows, ["II"], ["V1"], window_s=10, random_crop=False)
@@ -135,7 +134,6 @@ def test_anyecg_generator_loss_drops_on_a_fixed_batch(mitdb_store):
 
 
 def test_anyecg_probe_finetune_and_strict_reload(mitdb_store, tmp_path):
-    torch.set_num_threads(1)
     config = LeadGenFinetuneConfig(input_leads=("II",), target_leads=("V1",), linear_probe=True, steps=3, batch_size=2)
     summary = finetune_leadgen(mitdb_store, tmp_path / "probe", config)
     run = tmp_path / "probe" / "seed-0"

@@ -49,7 +49,6 @@ def store(shared_data, tmp_path_factory, copy_records) -> Store:
 
 @pytest.fixture(scope="module")
 def encoder() -> AnyECG:
-    torch.set_num_threads(1)
     return AnyECG.from_pretrained()
 
 
@@ -121,7 +120,6 @@ def test_aggregator_loss_drops_on_a_fixed_set(store, encoder, cache):
 
 
 def test_finetune_and_evaluate_reproduce(store, tmp_path):
-    torch.set_num_threads(1)
     config = LongECGConfig(seeds=2, steps=15, batch_size=8, hidden=16)
     summary = finetune_longecg(store.root, tmp_path / "run", config)
     assert summary["test_counts"] == {"AF": 1, "non-AF": 1}
@@ -155,7 +153,6 @@ def test_embedding_memory_does_not_grow_with_length(store, encoder):
 def test_cli_finetune_and_evaluate_longecg(store, tmp_path, capsys):
     from anyecg.cli import main
 
-    torch.set_num_threads(1)
     out = tmp_path / "cli"
     assert main(["finetune", "--task", "longecg", "--data", str(store.root), "--out", str(out), "--seeds", "1",
                  "--steps", "5", "--batch-size", "4"]) == 0

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from anyecg.families import FamilyModel, pretrain_family
 from anyecg.io import read_record
@@ -11,7 +10,6 @@ from anyecg.training.loop import TrainConfig
 
 @pytest.fixture(scope="module", params=[("ecgfm", "ecgfm-tiny"), ("ecgfounder", "ecgfounder-tiny")], ids=["ecgfm", "ecgfounder"])
 def run(request, small_store, tmp_path_factory):
-    torch.set_num_threads(1)
     family, preset = request.param
     out = tmp_path_factory.mktemp(family)
     metrics = pretrain_family(family, small_store, preset, out,

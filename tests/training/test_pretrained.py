@@ -14,7 +14,6 @@ from anyecg.training.pretrain import pretrain_backbone, pretrain_tokenizer
 
 @pytest.fixture(scope="module")
 def checkpoints(small_store, tmp_path_factory):
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("runs")
     config = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, save_every=4, log_every=2)
     tok = pretrain_tokenizer(small_store, "anyecg-tiny", root / "tok", config)
