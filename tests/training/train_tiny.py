@@ -10,6 +10,7 @@ seeding and restarts are off: they act on each rank's local batch.
 import argparse
 import os
 
+import numpy as np
 import torch
 
 from anyecg.data.dataset import StoreWindows, collate_windows
@@ -30,8 +31,7 @@ args = parser.parse_args()
 
 torch.manual_seed(0)
 store = Store(args.store)
-windows = StoreWindows(store, split=None, random_crop=True, seed=0)
-windows.rows = windows.rows[(store.manifest["n_leads"].to_numpy()[windows.rows] == 12)]
+windows = StoreWindows(store, random_crop=True, seed=0, rows=np.flatnonzero(store.manifest["n_leads"].to_numpy() == 12))
 config = tokenizer_config("anyecg-tiny", kmeans_init=False, restart_after=0)
 model = Tokenizer(config)
 train_config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=2,

@@ -28,7 +28,7 @@ class WindowRef:
 
 
 class StoreWindows(Dataset):
-    """Windows of the records of one split (or all) of a store.
+    """Windows of the records of one split (or all) of a store, or of the manifest rows `rows`.
 
     `random_crop=True` (training): one window per record, a fresh random start each time it is read.
     `random_crop=False` (evaluation): every record tiled into consecutive windows, the last one shorter.
@@ -43,13 +43,14 @@ class StoreWindows(Dataset):
         max_window_s: int | None = None,
         random_crop: bool = True,
         seed: int = 0,
+        rows: np.ndarray | None = None,
     ):
         self.store = store
         self.token_budget = token_budget
         self.patch_size = store.recipe.patch_size
-        rows = np.arange(len(store.manifest))
+        rows = np.arange(len(store.manifest)) if rows is None else np.asarray(rows, dtype=np.int64)
         if split is not None:
-            rows = rows[(store.manifest["split"] == split).to_numpy()]
+            rows = rows[store.manifest["split"].to_numpy()[rows] == split]
         self.rows = rows
         self.random_crop = random_crop
         self.max_window_s = max_window_s

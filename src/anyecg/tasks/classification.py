@@ -72,10 +72,7 @@ class LabelledWindows(Dataset):
             raise ValueError("form 'contract' needs the model's SignalContract")
         self.store, self.form, self.contract = store, form, contract
         target_of = dict(zip(labels.records.tolist(), labels.targets.tolist()))
-        self.windows = StoreWindows(store, None, random_crop=random_crop, seed=seed, max_window_s=window_s)
-        self.windows.rows = np.asarray(rows, dtype=np.int64)
-        if not random_crop:
-            self.windows.windows = [w for r in self.windows.rows for w in self.windows._tiles(int(r), window_s)]
+        self.windows = StoreWindows(store, random_crop=random_crop, seed=seed, max_window_s=window_s, rows=rows)
         self.target_of = target_of
 
     def set_epoch(self, epoch: int) -> None:
