@@ -258,6 +258,38 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP service: GET /health, POST /predict, POST /embed (OpenAPI at /docs)")
+    p.add_argument("--model", type=Path, help="AnyECG checkpoint for /embed (default: the one shipped in the package)")
+    p.add_argument("--classifier", type=Path, help="fine-tuned model folder for /predict (finetune's seed-K/final)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-request-mb", type=float, default=32.0, help="largest request body accepted")
+    p.add_argument("--max-duration-s", type=float, default=3600.0, help="longest recording accepted, in seconds")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from anyecg.serve.app import ServeLimits, run_server
+
+    limits = ServeLimits(max_request_bytes=int(args.max_request_mb * 2**20), max_duration_s=args.max_duration_s)
+    run_server(model=args.model, classifier=args.classifier, host=args.host, port=args.port, limits=limits)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model's encoder to ONNX, checked against PyTorch with onnxruntime")
+    p.add_argument("--model", type=Path, help="AnyECG checkpoint (default: the one shipped in the package)")
+    p.add_argument("--onnx", required=True, type=Path, help="output FILE.onnx")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from anyecg.export import export_onnx
+
+    report = export_onnx(args.model, args.onnx)
+    print(json.dumps(report))
+    return 0
+
+
 def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list model presets of every family")
     p.add_argument("--json", action="store_true", help="print a JSON list")
@@ -374,6 +406,7 @@ COMMANDS = {
     "prepare": cmd_prepare, "inspect": cmd_inspect, "demo": cmd_demo, "models": cmd_models,
     "pretrain-tokenizer": cmd_pretrain_tokenizer, "pretrain": cmd_pretrain,
     "finetune": cmd_finetune, "evaluate": cmd_evaluate, "predict": cmd_predict, "embed": cmd_embed,
+    "serve": cmd_serve, "export": cmd_export,
 }
 
 
@@ -386,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(sub)
     _add_finetune(sub)
     _add_use(sub)
+    _add_serve(sub)
+    _add_export(sub)
     _add_models(sub)
     _add_demo(sub)
     return parser
