@@ -3,6 +3,11 @@
     pretrain_family("ecgfm", "store/", "ecgfm-small", "runs/ecgfm", TrainConfig(...))
     model = FamilyModel.from_pretrained("runs/ecgfm")          # or an ECGFounder run
     vector = model.embed(signal, fs=360, leads=["MLII", "V5"])  # [D], any rate, lead subset, length
+    classifier = FamilyClassifier.from_pretrained("runs/ecgfm", num_classes=2, linear_probe=True)
+
+`FamilyClassifier` puts a fresh linear head on a pretrained network with the interface of the
+classification baselines, so `anyecg finetune --model RUN` fine-tunes (or probes) either family
+through the same loop, windows and splits as AnyECG and the baselines.
 
 - ECG-FM: self-supervised (wav2vec 2.0 contrastive loss on masked spans, contrastive multi-segment
   coding, random lead masking) on pairs of adjacent windows of the store's train records.
@@ -24,8 +29,9 @@ from torch import nn
 
 from anyecg.data.multilabel import MultiLabelTarget, MultiLabelWindows, build_vocabulary, collate_multilabel
 from anyecg.data.store import Store
+from anyecg.models.baselines.common import ClassificationOutput, classification_loss
 from anyecg.models.contract import segments
-from anyecg.models.ecgfm import ECGFMConfig, ECGFMPretrainer, SegmentPairs, collate_pairs, ecgfm_config
+from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer, SegmentPairs, collate_pairs, ecgfm_config
 from anyecg.models.ecgfounder import ECGFounder, ECGFounderConfig, ecgfounder_config
 from anyecg.signal.leads import canonical_leads
 from anyecg.signal.recipe import Recipe, preprocess
@@ -133,3 +139,64 @@ class FamilyModel:
         mask = torch.from_numpy(lead_mask)[None].expand(len(x), -1)  # [S, C]
         features = self.network.forward_features(x, mask)  # [S, D]
         return features.numpy() if per_window else features.mean(dim=0).numpy()
+
+
+def is_family_checkpoint(directory: str | Path | None) -> bool:
+    """True when `directory` (or its `final/`) holds an ECG-FM or ECGFounder checkpoint."""
+    if directory is None:
+        return False
+    directory = Path(directory)
+    for candidate in (directory / FINAL, directory):
+        if (candidate / "config.json").is_file():
+            return load_config(candidate).get("family") in FAMILIES
+    return False
+
+
+def family_network(family: str, config: dict) -> nn.Module:
+    """An untrained network of `family` built from its saved config dict (weights loaded separately)."""
+    if family == "ecgfm":
+        return ECGFM(ECGFMConfig.from_dict(config))
+    if family == "ecgfounder":
+        return ECGFounder(ECGFounderConfig.from_dict(config))
+    raise ValueError(f"family {family!r} is not one of {list(FAMILIES)}")
+
+
+class FamilyClassifier(nn.Module):
+    """An ECG-FM encoder or ECGFounder network, pooled features [B, D], and a fresh linear head.
+
+    Same interface as the classification baselines: `forward_features(x, lead_mask)`,
+    `forward_head(features)`, `config.contract`, and a batch dict in gives an output with `.loss`.
+    `linear_probe=True` freezes the network (kept in eval mode, so BatchNorm statistics stay put).
+    """
+
+    def __init__(self, family: str, network: nn.Module, num_classes: int, *, linear_probe: bool = False):
+        super().__init__()
+        self.family, self.network, self.linear_probe = family, network, linear_probe
+        self.config = network.config
+        self.head = nn.Linear(self.config.num_features if family == "ecgfounder" else self.config.dim, num_classes)
+        if linear_probe:
+            self.network.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, num_classes: int, *, linear_probe: bool = False) -> "FamilyClassifier":
+        pretrained = FamilyModel.from_pretrained(directory)
+        return cls(pretrained.family, pretrained.network, num_classes, linear_probe=linear_probe)
+
+    def train(self, mode: bool = True) -> "FamilyClassifier":
+        super().train(mode)
+        if self.linear_probe:
+            self.network.eval()
+        return self
+
+    def forward_features(self, x: torch.Tensor, lead_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.network.forward_features(x, lead_mask)  # [B, D]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)  # [B, K]
+
+    def forward(self, x, lead_mask: torch.Tensor | None = None):
+        if isinstance(x, dict):
+            logits = self.forward_head(self.forward_features(x["x"], x.get("lead_mask")))  # [B, K]
+            loss, accuracy = classification_loss(logits, x["targets"])
+            return ClassificationOutput(loss=loss, logits=logits, accuracy=accuracy)
+        return self.forward_head(self.forward_features(x, lead_mask))

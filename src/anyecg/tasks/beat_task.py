@@ -12,7 +12,9 @@ Models:
   backbone; the contextual tokens of the patch that holds the R peak are averaged over leads and
   fed to a linear head (`linear_probe` freezes the backbone);
 - a baseline preset (`anyecg.models.baselines`, e.g. "xresnet1d-tiny" or "inception1d") on the
-  same window through its `SignalContract(fs=300, window_s=window_s, leads=baseline_leads)`.
+  same window through its `SignalContract(fs=300, window_s=window_s, leads=baseline_leads)`;
+- a pretrained ECG-FM or ECGFounder run (`model` names its folder): the window converted to the
+  family's rate and leads and zero-padded to its input length, pooled features, a linear head.
 
 `max_beats_per_record` keeps a seeded random subset of each record's beats (CPU runs); it is
 stored in the checkpoint and in every metrics file, since results on a subset are not the
@@ -38,6 +40,7 @@ from torch.utils.data import Dataset
 from anyecg.data.store import Store, split_list
 from anyecg.evaluation.metrics import beat_metrics, mean_std_over_seeds, to_jsonable
 from anyecg.evaluation.plots import plot_confusion
+from anyecg.families import FamilyClassifier, family_network, is_family_checkpoint
 from anyecg.models.backbone import Backbone, BackboneConfig
 from anyecg.models.baselines import build_baseline
 from anyecg.models.contract import SignalContract, to_model_input
@@ -56,7 +59,7 @@ CLASSES = ["N", "S", "V", "F"]  # AAMI classes scored; Q is excluded
 
 @dataclass
 class BeatConfig:
-    model: str | None = None  # AnyECG checkpoint folder; None: the one shipped in the package
+    model: str | None = None  # AnyECG, ECG-FM or ECGFounder checkpoint folder; None: the shipped AnyECG
     baseline: str | None = None  # train this baseline preset instead (same beats, same loss)
     baseline_leads: tuple[str, ...] = ("II",)  # the baseline's input leads (MIT-BIH: MLII -> II)
     random_init: bool = False  # AnyECG encoder with random weights, same head: a control
@@ -236,6 +239,13 @@ def _build(config: BeatConfig, weights: np.ndarray) -> tuple[BeatModel, str, Sig
                              leads=config.baseline_leads)
         spec = {"kind": "baseline", "preset": config.baseline, "config": asdict(net.config)}
         return BeatModel(net, weights), "contract", net.config.contract, spec
+    if is_family_checkpoint(config.model):  # ECG-FM / ECGFounder: the beat window padded to their input length
+        net = FamilyClassifier.from_pretrained(config.model, len(CLASSES), linear_probe=config.linear_probe)
+        if config.random_init:
+            net = FamilyClassifier(net.family, family_network(net.family, net.config.to_dict()), len(CLASSES),
+                                   linear_probe=config.linear_probe)
+        spec = {"kind": "family", "family": net.family, "config": net.config.to_dict(), "random_init": config.random_init}
+        return BeatModel(net, weights), "contract", net.config.contract, spec
     pretrained = AnyECG.from_pretrained(config.model)
     if pretrained.backbone is None:
         raise ValueError(f"{config.model}: a tokenizer-only checkpoint; beat classification needs a stage-2 (pretrain) checkpoint")
@@ -289,6 +299,8 @@ def load_beat_model(directory: str | Path) -> tuple[BeatModel, dict]:
     spec = config["model"]
     if spec["kind"] == "baseline":
         net = build_baseline(spec["preset"], **spec["config"])
+    elif spec["kind"] == "family":
+        net = FamilyClassifier(spec["family"], family_network(spec["family"], spec["config"]), len(config["classes"]))
     else:
         net = AnyECGBeatClassifier(Backbone(BackboneConfig(**spec["backbone"])), len(config["classes"]))
     model = BeatModel(net, np.array(config["class_weights"], dtype=np.float32))
@@ -324,7 +336,7 @@ def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, 
                          f"from the model's {recipe.target_fs} Hz / patch {recipe.patch_size}")
     limit = config["finetune"]["max_beats_per_record"] if max_beats_per_record == -1 else max_beats_per_record
     beats, excluded_q = split_beats(store, split, config["window_s"], limit, seed=0)
-    if config["model"]["kind"] == "baseline":
+    if config["model"]["kind"] in ("baseline", "family"):
         dataset = BeatWindows(store, beats, form="contract", contract=model.net.config.contract)
     else:
         dataset = BeatWindows(store, beats, form="tokens")

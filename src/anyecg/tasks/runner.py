@@ -23,6 +23,7 @@ import torch
 from anyecg.data.store import Store
 from anyecg.evaluation.metrics import classification_metrics, mean_std_over_seeds, to_jsonable
 from anyecg.evaluation.plots import plot_confusion, plot_roc_pr
+from anyecg.families import FamilyClassifier, family_network, is_family_checkpoint
 from anyecg.models.backbone import Backbone, BackboneConfig
 from anyecg.models.baselines import build_baseline
 from anyecg.models.contract import segments
@@ -42,12 +43,14 @@ from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict
 from anyecg.training.loop import FINAL, TrainConfig, train
 
 LABEL_FUNCTIONS = {"anomaly": anomaly_label, "arrhythmia": arrhythmia_label}
+# Models that read fixed windows (`x [B, C, T]` at their contract's rate) rather than AnyECG tokens.
+CONTRACT_KINDS = ("baseline", "family")
 
 
 @dataclass
 class FinetuneConfig:
     task: str = "anomaly"
-    model: str | None = None  # AnyECG checkpoint folder; None: the one shipped in the package
+    model: str | None = None  # AnyECG, ECG-FM or ECGFounder checkpoint folder; None: the shipped AnyECG
     baseline: str | None = None  # train this baseline preset instead (same loop, same splits)
     random_init: bool = False  # AnyECG encoder with random weights (the same probe): a control
     linear_probe: bool = False
@@ -70,6 +73,13 @@ def _build(config: FinetuneConfig, n_classes: int):
     if config.baseline is not None:
         model = build_baseline(config.baseline, num_classes=n_classes)
         spec = {"kind": "baseline", "preset": config.baseline, "config": asdict(model.config)}
+        return model, "contract", model.config.contract, spec
+    if is_family_checkpoint(config.model):  # a pretrained ECG-FM or ECGFounder run
+        model = FamilyClassifier.from_pretrained(config.model, n_classes, linear_probe=config.linear_probe)
+        if config.random_init:
+            model = FamilyClassifier(model.family, family_network(model.family, model.config.to_dict()), n_classes,
+                                     linear_probe=config.linear_probe)
+        spec = {"kind": "family", "family": model.family, "config": model.config.to_dict(), "random_init": config.random_init}
         return model, "contract", model.config.contract, spec
     pretrained = AnyECG.from_pretrained(config.model)
     if pretrained.backbone is None:
@@ -118,6 +128,8 @@ def load_finetuned(directory: str | Path):
     spec, n_classes = config["model"], len(config["classes"])
     if spec["kind"] == "baseline":
         model = build_baseline(spec["preset"], **{**spec["config"], "num_classes": n_classes})
+    elif spec["kind"] == "family":
+        model = FamilyClassifier(spec["family"], family_network(spec["family"], spec["config"]), n_classes)
     else:
         model = AnyECGClassifier(Backbone(BackboneConfig(**spec["backbone"])), n_classes)
     load_state_dict_strict(model, directory)
@@ -129,7 +141,7 @@ def load_finetuned(directory: str | Path):
 def predict_signal(model, config: dict, signal: np.ndarray, fs: float, leads: list[str]) -> np.ndarray:
     """float [K]: class probabilities of one raw recording (mV), averaged over its windows."""
     recipe = config["recipe"]
-    if config["model"]["kind"] == "baseline":
+    if config["model"]["kind"] in CONTRACT_KINDS:
         clean = preprocess(np.asarray(signal, dtype=np.float32), fs, recipe)
         windows, lead_mask = segments(clean, recipe.target_fs, canonical_leads(list(leads)), model.config.contract)
         x = torch.from_numpy(windows)  # [S, C, T]
@@ -150,7 +162,7 @@ def evaluate(model_dir: str | Path, data: str | Path, split: str, out: str | Pat
     rows = labels.records[store.manifest["split"].to_numpy()[labels.records] == split]
     if len(rows) == 0:
         raise ValueError(f"{store.root}: no labelled records in split {split!r}")
-    form = "contract" if config["model"]["kind"] == "baseline" else "tokens"
+    form = "contract" if config["model"]["kind"] in CONTRACT_KINDS else "tokens"
     contract = model.config.contract if form == "contract" else None
     windows = LabelledWindows(store, labels, rows, form=form, contract=contract, window_s=config["window_s"], random_crop=False)
     records, probabilities = predict_records(model, windows, len(labels.classes))
