@@ -80,8 +80,10 @@ def cross_mask(
     n_tokens = n_leads * n_patches
     _check_grid(n_tokens, (n_leads, n_patches), pad_mask, None)
     device = pad_mask.device if pad_mask is not None else device
-    token = torch.arange(n_tokens, device=device)
-    lead, second = token // n_patches, token % n_patches  # [N], [N]
+    # Lead and second of each lead-major token, by broadcasting rather than // and % (which the
+    # ONNX exporter cannot translate for a dynamic number of patches).
+    lead = torch.arange(n_leads, device=device)[:, None].expand(n_leads, n_patches).reshape(-1)  # [N]
+    second = torch.arange(n_patches, device=device)[None, :].expand(n_leads, n_patches).reshape(-1)  # [N]
     same_lead = lead[:, None] == lead[None, :]  # [N, N]
     same_time = (second[:, None] - second[None, :]).abs() <= tolerance  # [N, N]
     allowed = (same_lead | same_time)[None]  # [1, N, N]
