@@ -105,28 +105,26 @@ def child(store_dir: str, index: int, mode: str, window_s: int) -> dict:
     import torch
 
     from anyecg.data.store import Store, split_list
-    from anyecg.pretrained import AnyECG
-    from anyecg.signal.leads import lead_ids
-    from anyecg.tasks.longecg import _embed_batch, embed_stream, window_bounds
+    from anyecg.tasks.longecg import embed_stream, load_window_encoder, window_bounds
 
     torch.set_num_threads(1)
     store = Store(store_dir)
-    backbone = AnyECG.from_pretrained().backbone
+    encoder = load_window_encoder(None, window_s=window_s)
     n_samples = int(store.manifest.iloc[index]["n_samples"])
     before = anon_rss_bytes()
     sampler = PeakSampler()
     sampler.start()
     start = time.perf_counter()
     if mode == "streamed":
-        embeddings = embed_stream(backbone, store, index, 0, n_samples, window_s)
+        embeddings = embed_stream(encoder, store, index, 0, n_samples)
     else:
         whole = store.signal(index)  # [L, T]: the whole record in memory
         size = window_s * store.recipe.patch_size
-        ids = torch.from_numpy(lead_ids(split_list(store.manifest.iloc[index]["leads"])))
+        leads = split_list(store.manifest.iloc[index]["leads"])
         bounds = window_bounds(0, n_samples, size)  # [S, 2]
-        parts = [_embed_batch(backbone, [whole[:, a:b] for a, b in bounds[i : i + 32]], ids, store.recipe.patch_size)
+        parts = [encoder.embed([whole[:, a:b] for a, b in bounds[i : i + 32]], leads)
                  for i in range(0, len(bounds), 32)]  # every window here is full: lengths are whole minutes
-        embeddings = torch.cat(parts).numpy()
+        embeddings = np.concatenate(parts)
     seconds = time.perf_counter() - start
     peak = sampler.stop()
     return {"windows": int(len(embeddings)), "peak_mib": round(max(0, peak - before) / 2**20, 1),

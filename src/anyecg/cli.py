@@ -93,6 +93,12 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--input-leads", type=_lead_list, default=["II"], help="leadgen: leads the model reads")
     p.add_argument("--target-leads", type=_lead_list, default=["V1"], help="leadgen: leads it reconstructs")
+    p.add_argument("--corruption", choices=["missing", "noise"], default="missing",
+                   help="leadgen: target leads absent from the input, or present but noise-corrupted")
+    p.add_argument("--noise-snr-db", type=float, default=0.0, help="leadgen noise: SNR of the corrupted leads")
+    p.add_argument("--noise-wander", type=float, default=0.5, help="leadgen noise: baseline wander share of its power")
+    p.add_argument("--noise-bursts", type=float, default=0.0, help="leadgen noise: electrode-motion burst share")
+    p.add_argument("--noise-seed", type=int, default=0, help="leadgen noise: seed of the fixed evaluation corruption")
     p.add_argument("--max-beats-per-record", type=int, help="beats: a seeded subset of each record's beats (CPU runs)")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
     p.add_argument("--model", required=True, type=Path, help="fine-tuned model folder (finetune's seed-K/final)")
@@ -120,7 +126,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from anyecg.tasks.longecg import LongECGConfig, finetune_longecg
 
         summary = finetune_longecg(args.data, args.out, LongECGConfig(
-            model=str(args.model) if args.model else None, seeds=args.seeds, steps=args.steps,
+            model=str(args.model) if args.model else None, random_init=args.random_init, seeds=args.seeds, steps=args.steps,
             batch_size=args.batch_size, lr=args.lr,
         ))
         headline = {k: summary["metrics"][k] for k in ("accuracy", "auroc", "f1_weighted") if k in summary["metrics"]}
@@ -133,7 +139,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         summary = finetune_leadgen(args.data, args.out, LeadGenFinetuneConfig(
             input_leads=tuple(args.input_leads), target_leads=tuple(args.target_leads),
             model=str(args.model) if args.model else None, baseline=args.baseline, linear_probe=args.linear_probe,
-            seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+            seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, corruption=args.corruption,
+            noise_snr_db=args.noise_snr_db, noise_wander=args.noise_wander, noise_bursts=args.noise_bursts,
+            noise_seed=args.noise_seed,
         ))
         headline = {k: summary["metrics"][k] for k in ("psnr", "ssim", "mae") if k in summary["metrics"]}
         print(json.dumps(to_jsonable(headline)))

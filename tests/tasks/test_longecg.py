@@ -11,20 +11,23 @@ import torch
 
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import MANIFEST, Store
-from anyecg.pretrained import AnyECG
+from anyecg.families import pretrain_family
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
 from anyecg.tasks.longecg import (
     AggregatorConfig,
     AttentionAggregator,
     LongECGConfig,
+    WindowEncoder,
     embed_examples,
     embed_stream,
     evaluate_longecg,
     finetune_longecg,
+    load_window_encoder,
     long_examples,
     train_aggregator,
 )
+from anyecg.training.loop import TrainConfig
 from anyecg.tasks.rhythm import long_segments
 
 CPSC = {"data_101_6": "AF", "data_8_4": "AF", "data_92_12": "AF", "data_35_6": "non-AF", "data_21_7": "non-AF"}
@@ -48,8 +51,8 @@ def store(shared_data, tmp_path_factory, copy_records) -> Store:
 
 
 @pytest.fixture(scope="module")
-def encoder() -> AnyECG:
-    return AnyECG.from_pretrained()
+def encoder() -> WindowEncoder:
+    return load_window_encoder(None, window_s=10)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,7 @@ def test_examples_and_window_counts(store, encoder, cache):
     assert len(segments) == int(store.manifest.iloc[mit]["n_samples"]) // (300 * 300)
     assert {e.label for e in segments} == {"AF", "non-AF"}  # 201 has AFIB episodes and other rhythms
 
-    embeddings = embed_examples(encoder, store, examples, window_s=10, cache=cache)
+    embeddings = embed_examples(encoder, store, examples, cache=cache)
     fs = store.recipe.target_fs
     for example, embedding in zip(examples, embeddings):
         assert embedding.shape == (math.ceil((example.stop - example.start) / fs / 10), 128)
@@ -84,7 +87,7 @@ def test_examples_and_window_counts(store, encoder, cache):
 def test_streamed_equals_whole_record(store, encoder, record_id, start, stop):
     row = row_of(store, record_id)
     stop = int(store.manifest.iloc[row]["n_samples"]) if stop is None else stop
-    streamed = embed_stream(encoder.backbone, store, row, start, stop, window_s=10, batch_windows=4)
+    streamed = embed_stream(encoder, store, row, start, stop, batch_windows=4)
 
     # reference: the whole record read at once, cut by hand, each window embedded alone
     whole = store.signal(row)  # [L, T]
@@ -94,7 +97,7 @@ def test_streamed_equals_whole_record(store, encoder, record_id, start, stop):
         for a in range(start, stop, 3000):
             patches = torch.from_numpy(patchify(whole[:, a : min(a + 3000, stop)], 300)[0])[None]  # [1, L, P, S]
             pad_mask = torch.zeros(patches.shape[:3], dtype=torch.bool)
-            expected.append(encoder.backbone.embed(patches, ids, pad_mask)[0].numpy())
+            expected.append(encoder.network.embed(patches, ids, pad_mask)[0].numpy())
     assert streamed.shape == (math.ceil((stop - start) / 3000), 128)
     np.testing.assert_allclose(streamed, np.stack(expected), rtol=1e-4, atol=1e-5)
 
@@ -102,7 +105,7 @@ def test_streamed_equals_whole_record(store, encoder, record_id, start, stop):
 def test_aggregator_loss_drops_on_a_fixed_set(store, encoder, cache):
     torch.manual_seed(0)
     examples = long_examples(store)
-    embeddings = embed_examples(encoder, store, examples, window_s=10, cache=cache)
+    embeddings = embed_examples(encoder, store, examples, cache=cache)
     targets = np.array([["AF", "non-AF"].index(e.label) for e in examples])
     model = AttentionAggregator(AggregatorConfig(dim=128, num_classes=2, hidden=32, dropout=0.0))
     losses = train_aggregator(model, embeddings, targets, steps=60, batch_size=len(examples), lr=3e-3)
@@ -144,7 +147,7 @@ def test_embedding_memory_does_not_grow_with_length(store, encoder):
     peaks = []
     for minutes in (5, 10):
         tracemalloc.start()
-        embed_stream(encoder.backbone, store, row, 0, minutes * 60 * 300, window_s=10, batch_windows=8)
+        embed_stream(encoder, store, row, 0, minutes * 60 * 300, batch_windows=8)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] <= 1.3 * peaks[0], peaks
@@ -161,3 +164,20 @@ def test_cli_finetune_and_evaluate_longecg(store, tmp_path, capsys):
                  str(tmp_path / "ev")]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == json.loads(
         (out / "seed-0" / "test" / "metrics.json").read_text())
+
+
+def test_a_pretrained_family_as_the_frozen_encoder(store, tmp_path):
+    """ECG-FM reads 5 s windows: one embedding per 5 s, and evaluation reproduces the fine-tuned scores."""
+    run = tmp_path / "ecgfm"
+    pretrain_family("ecgfm", store.root, "ecgfm-tiny", run, TrainConfig(max_steps=1, batch_size=2, warmup_steps=1, save_every=1))
+    encoder = load_window_encoder(str(run))
+    assert (encoder.kind, encoder.window_s) == ("ecgfm", 5)
+    row = row_of(store, "data_8_4")
+    embedding = embed_stream(encoder, store, row, 0, 40 * 300 + 7, batch_windows=4)
+    assert embedding.shape == (9, encoder.dim) and np.isfinite(embedding).all()
+    summary = finetune_longecg(store.root, tmp_path / "ft", LongECGConfig(model=str(run), seeds=1, steps=5, batch_size=4, hidden=8))
+    assert summary["window_s"] == 5
+    final = tmp_path / "ft" / "seed-0" / "final"
+    evaluate_longecg(final, store.root, "test", tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == json.loads(
+        (tmp_path / "ft" / "seed-0" / "test" / "metrics.json").read_text())

@@ -2,9 +2,9 @@
 
 Hierarchical, in two stages:
 
-1. A frozen AnyECG encoder embeds consecutive `window_s` windows of an example (the last one may be
-   shorter): each window's tokens are mean-pooled into one vector, giving `[S, D]` per example with
-   `S = ceil(duration / window_s)`. Windows are read from the store one batch at a time
+1. A frozen encoder (AnyECG, or a pretrained ECG-FM / ECGFounder run) embeds consecutive windows
+   of an example (the last one may be shorter) into one vector each (AnyECG: its tokens
+   mean-pooled), giving `[S, D]` per example with `S = ceil(duration / window_s)`. Windows are read from the store one batch at a time
    (`store.signal(i, start=, stop=)`), so memory does not grow with recording length. The encoder is
    frozen, so these embeddings are computed once per example and reused by every seed and step.
 2. A learned aggregator maps `[S, D]` to class logits: gated attention pooling over the windows
@@ -39,7 +39,9 @@ from torch import Tensor, nn
 
 from anyecg.data.store import Store, split_list
 from anyecg.evaluation.metrics import classification_metrics, mean_std_over_seeds, to_jsonable
+from anyecg.families import FamilyModel, family_network, is_family_checkpoint
 from anyecg.models.backbone import Backbone
+from anyecg.models.contract import to_model_input
 from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
@@ -55,8 +57,9 @@ POSITIVE = "AF"
 
 @dataclass
 class LongECGConfig:
-    model: str | None = None  # AnyECG checkpoint folder (the frozen encoder); None: the shipped one
-    window_s: int = 10  # encoder window
+    model: str | None = None  # AnyECG, ECG-FM or ECGFounder run (the frozen encoder); None: the shipped AnyECG
+    random_init: bool = False  # the encoder's architecture with random weights (a control)
+    window_s: int = 10  # AnyECG encoder window (ECG-FM and ECGFounder use their own input length)
     segment_s: float = 300.0  # example length for records labelled by rhythm annotations (MIT-BIH)
     rule: str = "majority"  # segment class from its rhythm: "majority" or "any" (see `segment_labels`)
     seeds: int = 5
@@ -101,63 +104,96 @@ def window_bounds(start: int, stop: int, size: int) -> np.ndarray:
     return np.stack([starts, np.minimum(starts + size, stop)], axis=1)
 
 
-def _check_recipe(store: Store, encoder: AnyECG) -> None:
-    ours, theirs = store.recipe, encoder.recipe
-    if (ours.target_fs, ours.patch_size) != (theirs.target_fs, theirs.patch_size):
-        raise ValueError(
-            f"{store.root}: store rate {ours.target_fs} Hz / patch {ours.patch_size} differs from the encoder's "
-            f"{theirs.target_fs} Hz / patch {theirs.patch_size}; prepare the data with the encoder's recipe"
-        )
+class WindowEncoder:
+    """A frozen encoder of fixed-length windows: `embed(signals, leads) -> float32 [B, D]`.
+
+    AnyECG mean-pools the tokens of each `window_s` window; ECG-FM and ECGFounder read windows of
+    their own input length (5 s and 10 s), converted to their rate and lead slots.
+    """
+
+    def __init__(self, network: nn.Module, recipe: Recipe, *, window_s: int, dim: int, kind: str):
+        self.network, self.recipe, self.window_s, self.dim, self.kind = network.eval(), recipe, window_s, dim, kind
+
+    def check_store(self, store: Store) -> None:
+        ours, theirs = store.recipe, self.recipe
+        if (ours.target_fs, ours.patch_size) != (theirs.target_fs, theirs.patch_size):
+            raise ValueError(
+                f"{store.root}: store rate {ours.target_fs} Hz / patch {ours.patch_size} differs from the encoder's "
+                f"{theirs.target_fs} Hz / patch {theirs.patch_size}; prepare the data with the encoder's recipe"
+            )
+
+    @torch.no_grad()
+    def embed(self, signals: list[np.ndarray], leads: list[str]) -> np.ndarray:
+        """float32 [B, D] for windows `signals` ([L, T] each at the recipe's rate, all of one length)."""
+        if self.kind == "anyecg":
+            patches = torch.from_numpy(np.stack([patchify(s, self.recipe.patch_size)[0] for s in signals]))  # [B, L, P, S]
+            pad_mask = torch.zeros(patches.shape[:3], dtype=torch.bool)  # [B, L, P]
+            ids = torch.from_numpy(lead_ids(leads))[None].expand(len(signals), -1)  # [B, L]
+            features = self.network.forward_features(patches, ids, pad_mask)  # [B, L * P, D]
+            return self.network.pool(features, pad_mask).numpy()  # [B, D]
+        contract = self.network.config.contract
+        inputs = [to_model_input(s, self.recipe.target_fs, leads, contract) for s in signals]
+        x = torch.from_numpy(np.stack([x for x, _ in inputs]))  # [B, C, T]
+        lead_mask = torch.from_numpy(np.stack([m for _, m in inputs]))  # [B, C]
+        return self.network.forward_features(x, lead_mask).numpy()  # [B, D]
+
+
+def load_window_encoder(model: str | None, *, window_s: int = 10, random_init: bool = False) -> WindowEncoder:
+    """The frozen encoder of a pretrained AnyECG (None: the shipped one), ECG-FM or ECGFounder run;
+    `random_init` keeps its architecture with fresh random weights (a control)."""
+    if is_family_checkpoint(model):
+        pretrained = FamilyModel.from_pretrained(model)
+        network = pretrained.network
+        if random_init:
+            torch.manual_seed(0)
+            network = family_network(pretrained.family, network.config.to_dict())
+        config = network.config
+        dim = config.num_features if pretrained.family == "ecgfounder" else config.dim
+        return WindowEncoder(network, pretrained.recipe, window_s=int(config.window_s), dim=dim, kind=pretrained.family)
+    pretrained = AnyECG.from_pretrained(model)
+    if pretrained.backbone is None:
+        raise ValueError(f"{model}: a tokenizer-only checkpoint; long-ECG recognition needs a stage-2 (pretrain) encoder")
+    backbone = pretrained.backbone
+    if random_init:
+        torch.manual_seed(0)
+        backbone = Backbone(backbone.config)
+    return WindowEncoder(backbone, pretrained.recipe, window_s=window_s, dim=backbone.config.dim, kind="anyecg")
 
 
 @torch.no_grad()
-def _embed_batch(backbone: Backbone, signals: list[np.ndarray], ids: Tensor, patch_size: int) -> Tensor:
-    """[B, D]: mean token embedding of each window in `signals` (all of one length)."""
-    patches = torch.from_numpy(np.stack([patchify(s, patch_size)[0] for s in signals]))  # [B, L, P, S]
-    pad_mask = torch.zeros(patches.shape[:3], dtype=torch.bool)  # [B, L, P]
-    ids = ids[None].expand(len(signals), -1)  # [B, L]
-    features = backbone.forward_features(patches, ids, pad_mask)  # [B, L * P, D]
-    return backbone.pool(features, pad_mask)  # [B, D]
-
-
-@torch.no_grad()
-def embed_stream(backbone: Backbone, store: Store, record: int, start: int, stop: int, window_s: int,
+def embed_stream(encoder: WindowEncoder, store: Store, record: int, start: int, stop: int,
                  batch_windows: int = 32) -> np.ndarray:
     """float32 [S, D]: window embeddings of `[start, stop)` of one stored record, S = ceil(length / window).
 
     Reads `batch_windows` windows at a time, so memory is bounded by one batch however long the
     record is. A shorter last window is embedded alone (no padding, so no dependence on batching).
     """
-    backbone.eval()
-    patch_size = store.recipe.patch_size
-    bounds = window_bounds(start, stop, window_s * patch_size)  # [S, 2]
-    ids = torch.from_numpy(lead_ids(split_list(store.manifest.iloc[record]["leads"])))  # [L]
-    full = bounds[:, 1] - bounds[:, 0] == window_s * patch_size  # [S]
-    out = np.empty((len(bounds), backbone.config.dim), dtype=np.float32)  # [S, D]
+    size = encoder.window_s * store.recipe.patch_size
+    bounds = window_bounds(start, stop, size)  # [S, 2]
+    leads = split_list(store.manifest.iloc[record]["leads"])
+    full = bounds[:, 1] - bounds[:, 0] == size  # [S]
+    out = np.empty((len(bounds), encoder.dim), dtype=np.float32)  # [S, D]
     for first in range(0, len(bounds), batch_windows):
         chunk = np.arange(first, min(first + batch_windows, len(bounds)))
         for group in (chunk[full[chunk]], chunk[~full[chunk]]):
             if len(group):
                 signals = [store.signal(record, start=int(a), stop=int(b)) for a, b in bounds[group]]  # [L, T] each
-                out[group] = _embed_batch(backbone, signals, ids, patch_size).numpy()
+                out[group] = encoder.embed(signals, leads)
     return out
 
 
-def embed_examples(encoder: AnyECG, store: Store, examples: list[Sample], window_s: int, batch_windows: int = 32,
+def embed_examples(encoder: WindowEncoder, store: Store, examples: list[Sample], batch_windows: int = 32,
                    cache: dict | None = None) -> list[np.ndarray]:
     """Window embeddings [S, D] of each example, looked up in / added to `cache` (keyed by record id
-    and bounds: valid for one frozen encoder and window length)."""
-    _check_recipe(store, encoder)
-    if encoder.backbone is None:
-        raise ValueError("a tokenizer-only checkpoint; long-ECG recognition needs a stage-2 (pretrain) encoder")
+    and bounds: valid for one frozen encoder)."""
+    encoder.check_store(store)
     cache = {} if cache is None else cache
     ids = store.manifest["record_id"].astype(str).to_numpy()
     embeddings = []
     for example in examples:
-        key = (ids[example.record], example.start, example.stop, window_s)
+        key = (ids[example.record], example.start, example.stop)
         if key not in cache:
-            cache[key] = embed_stream(encoder.backbone, store, example.record, example.start, example.stop,
-                                      window_s, batch_windows)
+            cache[key] = embed_stream(encoder, store, example.record, example.start, example.stop, batch_windows)
         embeddings.append(cache[key])
     return embeddings
 
@@ -261,7 +297,7 @@ def finetune_longecg(data: str | Path, out: str | Path, config: LongECGConfig) -
     `out/seed-K/final/` holds each model, `out/seed-K/test/` its evaluation, `out/summary.json` the
     mean +/- std over seeds. Window embeddings are computed once and shared by all seeds."""
     store, out = Store(data), Path(out)
-    encoder = AnyECG.from_pretrained(config.model)
+    encoder = load_window_encoder(config.model, window_s=config.window_s, random_init=config.random_init)
     train_examples = _split_examples(store, "train", config.segment_s, config.rule)
     test_examples = _split_examples(store, "test", config.segment_s, config.rule)
     train_classes = sorted({e.label for e in train_examples})
@@ -270,10 +306,10 @@ def finetune_longecg(data: str | Path, out: str | Path, config: LongECGConfig) -
     if not test_examples:
         raise ValueError(f"{store.root}: no labelled long-ECG examples in the test split")
     cache: dict = {}
-    train_embeddings = embed_examples(encoder, store, train_examples, config.window_s, config.embed_batch, cache)
-    embed_examples(encoder, store, test_examples, config.window_s, config.embed_batch, cache)
+    train_embeddings = embed_examples(encoder, store, train_examples, config.embed_batch, cache)
+    embed_examples(encoder, store, test_examples, config.embed_batch, cache)
     targets = np.array([CLASSES.index(e.label) for e in train_examples])
-    aggregator_config = AggregatorConfig(dim=encoder.backbone.config.dim, num_classes=len(CLASSES),
+    aggregator_config = AggregatorConfig(dim=encoder.dim, num_classes=len(CLASSES),
                                          hidden=config.hidden, dropout=config.dropout)
     per_seed = []
     for seed in range(config.seeds):
@@ -284,8 +320,9 @@ def finetune_longecg(data: str | Path, out: str | Path, config: LongECGConfig) -
         model_config = {
             "family": "finetuned", "task": TASK, "classes": CLASSES,
             "model": {"kind": "longecg-aggregator", "aggregator": asdict(aggregator_config),
-                      "encoder": _encoder_reference(config.model), "encoder_preset": encoder.preset},
-            "window_s": config.window_s, "segment_s": config.segment_s, "rule": config.rule,
+                      "encoder": _encoder_reference(config.model), "encoder_kind": encoder.kind,
+                      "random_init": config.random_init},
+            "window_s": encoder.window_s, "segment_s": config.segment_s, "rule": config.rule,
             "finetune": asdict(config), "train_examples": len(train_examples), "final_loss": losses[-1] if losses else None,
         }
         run = out / f"seed-{seed}"
@@ -295,7 +332,7 @@ def finetune_longecg(data: str | Path, out: str | Path, config: LongECGConfig) -
         "task": TASK, "classes": CLASSES, "train_examples": len(train_examples), "test_examples": len(test_examples),
         "train_counts": {c: sum(e.label == c for e in train_examples) for c in CLASSES},
         "test_counts": {c: sum(e.label == c for e in test_examples) for c in CLASSES},
-        "seeds": config.seeds, "window_s": config.window_s, "segment_s": config.segment_s, "rule": config.rule,
+        "seeds": config.seeds, "window_s": encoder.window_s, "segment_s": config.segment_s, "rule": config.rule,
         "metrics": mean_std_over_seeds(per_seed),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -316,16 +353,18 @@ def load_longecg(directory: str | Path) -> tuple[AttentionAggregator, dict]:
 
 
 def evaluate_longecg(model_dir: str | Path, data: str | Path, split: str, out: str | Path, *,
-                     cache: dict | None = None, encoder: AnyECG | None = None) -> dict:
+                     cache: dict | None = None, encoder: WindowEncoder | None = None) -> dict:
     """Score one fine-tuned model on one split: `out/metrics.json` and `out/predictions.csv` (one row
     per example: record, bounds, window count, label, prediction, class probabilities)."""
     model, config = load_longecg(model_dir)
     store, out = Store(data), Path(out)
-    encoder = AnyECG.from_pretrained(config["model"]["encoder"]) if encoder is None else encoder
+    if encoder is None:
+        encoder = load_window_encoder(config["model"]["encoder"], window_s=config["window_s"],
+                                      random_init=config["model"].get("random_init", False))
     examples = _split_examples(store, split, config["segment_s"], config["rule"])
     if not examples:
         raise ValueError(f"{store.root}: no labelled long-ECG examples in split {split!r}")
-    embeddings = embed_examples(encoder, store, examples, config["window_s"], cache=cache)
+    embeddings = embed_examples(encoder, store, examples, cache=cache)
     probabilities = predict_proba(model, embeddings)  # [N, K]
     classes = config["classes"]
     labels = np.array([e.label for e in examples])
