@@ -122,3 +122,39 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="n_samples"):
         rhythm_segments(None, 0)
     assert rhythm_segments(None, 10) == [(0, 10, "unknown")]
+
+
+@pytest.mark.parametrize("record", ["100", "201", "232"])
+def test_window_anomaly_labels_against_wfdb_annotations(shared_data, record):
+    """A 10 s window is normal exactly when wfdb's annotations show only "N" beats in "(N" rhythm."""
+    import wfdb
+
+    from anyecg.io import read_record
+    from anyecg.tasks.rhythm import window_anomaly_labels
+
+    recording = read_record(shared_data / "mitdb" / f"{record}.hea")
+    n = recording.signal.shape[1]
+    windows = window_anomaly_labels(recording.annotations, n, 3600)
+    reference = wfdb.rdann(str(shared_data / "mitdb" / record), "atr")
+    rhythm_at = []  # (sample, rhythm) changes, from wfdb's aux notes
+    for sample, aux in zip(reference.sample, reference.aux_note):
+        if aux.startswith("("):
+            rhythm_at.append((int(sample), aux.strip("\x00")[1:]))
+    beat_symbols = set("NLRBAaJSVrFejnE/fQ?")
+    expected = []
+    for start in range(0, n - 3600 + 1, 3600):
+        stop = start + 3600
+        before = [name for sample, name in rhythm_at if sample <= start]
+        if not before:
+            continue  # rhythm unknown before the first rhythm annotation
+        during = {before[-1]} | {name for sample, name in rhythm_at if start < sample < stop}
+        symbols = [sym for sample, sym in zip(reference.sample, reference.symbol)
+                   if start <= sample < stop and sym in beat_symbols]
+        normal = during == {"N"} and symbols and all(sym == "N" for sym in symbols)
+        expected.append((start, "normal" if normal else "abnormal"))
+    assert [(w.start, w.label) for w in windows] == expected
+    labels = [w.label for w in windows]
+    if record == "232":  # sinus bradycardia with many A beats, no "(N" rhythm at all
+        assert set(labels) == {"abnormal"}
+    else:
+        assert {"normal", "abnormal"} <= set(labels)

@@ -19,6 +19,10 @@ from anyecg.tasks.labels import CPSC2021_CLASSES, Sample
 AF_RHYTHMS: frozenset[str] = frozenset({"AFIB", "AFL"})
 # Rhythm of the stretch before the first rhythm annotation (CPSC 2021 non-AF records carry none).
 UNKNOWN_RHYTHM = "unknown"
+# WFDB beat symbols (MIT-BIH): "N" is a normal beat; every other one is an abnormal or
+# unclassifiable beat. Annotations not in this set ("+", "~", "|", '"', ...) are not beats.
+BEAT_SYMBOLS: frozenset[str] = frozenset("NLRBAaJSVrFejnE/fQ?")
+NORMAL_SINUS = "N"
 
 
 def rhythm_name(aux: str) -> str | None:
@@ -130,6 +134,33 @@ def long_segments(
     windows = np.stack([starts, starts + length], axis=1)  # [n, 2]
     labels = segment_labels(rhythm_segments(annotations, n_samples, fs), windows, label_fn, rule)
     return [Sample(record_index, int(a), int(b), label) for (a, b), label in zip(windows.tolist(), labels)]
+
+
+def window_anomaly_labels(annotations: Annotations, n_samples: int, window: int, hop: int | None = None) -> list[Sample]:
+    """Consecutive `window`-sample windows of one beat-annotated record (MIT-BIH), each "normal" or
+    "abnormal" (the anomaly-detection classes; record index -1: the caller's record).
+
+    "normal": the whole window lies in normal sinus rhythm ("(N") and holds at least one beat, all of
+    them normal ("N"). "abnormal": any other rhythm or any other beat in the window. Windows before
+    the first rhythm annotation are left out: their rhythm is unknown.
+    """
+    if window <= 0 or n_samples < window:
+        return []
+    hop = window if hop is None else hop
+    segments = rhythm_segments(annotations, n_samples)
+    beats = [(int(s), sym) for s, sym in zip(annotations.sample.tolist(), annotations.symbol) if sym in BEAT_SYMBOLS]
+    beat_samples = np.array([b[0] for b in beats], dtype=np.int64)  # [n_beats]
+    abnormal_beat = np.array([b[1] != "N" for b in beats], dtype=bool)  # [n_beats]
+    samples = []
+    for start in range(0, n_samples - window + 1, hop):
+        stop = start + window
+        rhythms = {name for a, b, name in segments if a < stop and b > start}
+        if UNKNOWN_RHYTHM in rhythms:
+            continue
+        inside = (beat_samples >= start) & (beat_samples < stop)  # [n_beats]
+        normal = rhythms == {NORMAL_SINUS} and inside.any() and not abnormal_beat[inside].any()
+        samples.append(Sample(-1, start, stop, "normal" if normal else "abnormal"))
+    return samples
 
 
 def long_record_label(labels: list[str]) -> str | None:
