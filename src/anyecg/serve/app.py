@@ -36,13 +36,18 @@ from anyecg.serve.service import (
 __all__ = ["ServeLimits", "create_app", "run_server"]
 
 INSTALL_HINT = "pip install 'anyecg[serve]'"
+DEFAULT_LIMITS = ServeLimits()
 
 
-def _require(module: str) -> None:
-    try:
-        __import__(module)
-    except ImportError as err:
-        raise ImportError(f"anyecg serve needs {module!r}, which is not installed: {INSTALL_HINT}") from err
+def _require(*modules: str) -> None:
+    """Import the first of `modules` that exists (alternative names of one package), or fail naming the extra."""
+    for module in modules:
+        try:
+            __import__(module)
+            return
+        except ImportError:
+            continue
+    raise ImportError(f"anyecg serve needs {modules[0]!r}, which is not installed: {INSTALL_HINT}")
 
 
 class BodyLimit:
@@ -94,17 +99,23 @@ class BodyLimit:
 
 
 def create_app(model: str | Path | None = None, classifier: str | Path | None = None,
-               limits: ServeLimits = ServeLimits()):
+               limits: ServeLimits = DEFAULT_LIMITS):
     """A FastAPI app serving `model` (AnyECG checkpoint; None: the shipped one) on /embed and the
     fine-tuned `classifier` folder, if given, on /predict. Both are loaded here, once."""
     _require("fastapi")
-    _require("multipart")  # python-multipart, for uploads
+    _require("python_multipart", "multipart")  # python-multipart, for uploads; renamed in 0.0.13
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse
     from starlette.datastructures import UploadFile
 
-    from anyecg.serve.schemas import ERRORS, RECORDING_BODY, Embedding, Health, Prediction
+    from anyecg.serve.schemas import (
+        ERRORS,
+        RECORDING_BODY,
+        Embedding,
+        Health,
+        Prediction,
+    )
 
     service = EcgService(model, classifier)
     app = FastAPI(title="anyecg", version=__version__,
@@ -135,7 +146,7 @@ def create_app(model: str | Path | None = None, classifier: str | Path | None = 
         if kind != "multipart/form-data":
             raise InputError(415, f"send application/json or multipart/form-data, not {kind or 'no content type'!r}")
         async with request.form(max_files=limits.max_upload_files) as form:
-            uploads = [value for value in form.values() if isinstance(value, UploadFile)]
+            uploads = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
             if not uploads:
                 raise InputError(422, "the upload has no files; send the record's files as multipart file fields")
             fields = {key: value for key, value in form.items() if isinstance(value, str)}
@@ -170,7 +181,7 @@ def create_app(model: str | Path | None = None, classifier: str | Path | None = 
 
 
 def run_server(model: str | Path | None = None, classifier: str | Path | None = None, host: str = "127.0.0.1",
-               port: int = 8000, limits: ServeLimits = ServeLimits()) -> None:
+               port: int = 8000, limits: ServeLimits = DEFAULT_LIMITS) -> None:
     """Load the models, then serve until interrupted."""
     _require("uvicorn")
     import uvicorn
