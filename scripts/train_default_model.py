@@ -21,14 +21,12 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from anyecg.data.dataset import StoreWindows, collate_windows
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import Store
-from anyecg.models.backbone import random_token_mask
+from anyecg.evaluation.tokenizer_report import held_out_metrics
 from anyecg.pretrained import AnyECG
 from anyecg.training.loop import TrainConfig
 from anyecg.training.pretrain import pretrain_backbone, pretrain_tokenizer
@@ -49,85 +47,6 @@ def labels_csv(data: Path, path: Path) -> Path:
         rows.append({"record": mat.stem, "label": "", "fs": 500, "leads": "unknown"})  # single unnamed lead
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
-
-
-@torch.no_grad()
-def held_out_metrics(model: AnyECG, store: Store, plot_path: Path, seed: int = 0) -> dict:
-    """Tokenizer and backbone figures on the val + test records (10 s windows, tiled)."""
-    windows = [StoreWindows(store, split, random_crop=False, max_window_s=10) for split in ("val", "test")]
-    train_windows = StoreWindows(store, "train", random_crop=False, max_window_s=10)
-    tokenizer, backbone = model.tokenizer, model.backbone
-    K = tokenizer.config.num_codes
-
-    train_counts = np.zeros(K, dtype=np.int64)
-    for start in range(0, len(train_windows), 64):
-        batch = collate_windows([train_windows[i] for i in range(start, min(start + 64, len(train_windows)))])
-        codes = tokenizer.encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])
-        train_counts += np.bincount(codes[codes >= 0].numpy(), minlength=K)
-    most_frequent = int(train_counts.argmax())
-
-    counts = np.zeros(K, dtype=np.int64)
-    sq_error = sq_signal = 0.0
-    correct = baseline_correct = scored = 0
-    generator = torch.Generator().manual_seed(seed)
-    examples = None
-    for dataset in windows:
-        for start in range(0, len(dataset), 64):
-            batch = collate_windows([dataset[i] for i in range(start, min(start + 64, len(dataset)))])
-            patches, lead_ids, pad = batch["patches"], batch["lead_ids"], batch["pad_mask"]
-            out = tokenizer(batch)
-            valid = ~pad  # [B, L, P]
-            codes = out.indices
-            counts += np.bincount(codes[valid].numpy(), minlength=K)
-            recon = out.reconstruction.reshape(patches.shape)  # [B, L, P, S]
-            sq_error += float(((recon - patches) ** 2)[valid].sum())
-            sq_signal += float((patches**2)[valid].sum())
-            if examples is None:
-                examples = (patches[0].numpy(), recon[0].numpy(), codes[0].numpy())
-            mask = random_token_mask(pad, backbone.config.mask_ratio, generator)  # [B, L, P]
-            features = backbone.forward_features(patches, lead_ids, pad, mask)  # [B, N, D]
-            predicted = backbone.forward_head(features).argmax(-1).view(pad.shape)
-            correct += int((predicted == codes)[mask].sum())
-            baseline_correct += int((codes[mask] == most_frequent).sum())
-            scored += int(mask.sum())
-    probabilities = counts / counts.sum()
-    nonzero = probabilities[probabilities > 0]
-    _plot_patches(examples, plot_path)
-    return {
-        "held_out_tokens": int(counts.sum()),
-        "codes": K,
-        "code_usage": float((counts > 0).mean()),
-        "code_perplexity": float(np.exp(-(nonzero * np.log(nonzero)).sum())),
-        "patch_mse": sq_error / max(int(counts.sum()) * tokenizer.config.patch_size, 1),
-        "patch_relative_error": float(np.sqrt(sq_error / max(sq_signal, 1e-12))),
-        "masked_code_accuracy": correct / max(scored, 1),
-        "most_frequent_code_accuracy": baseline_correct / max(scored, 1),
-        "masked_tokens_scored": scored,
-    }
-
-
-def _plot_patches(example, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    patches, recon, codes = example  # [L, P, S], [L, P, S], [L, P]
-    leads = min(3, patches.shape[0])
-    fig, axes = plt.subplots(leads, 1, figsize=(12, 2.2 * leads), squeeze=False)
-    for row in range(leads):
-        ax = axes[row, 0]
-        ax.plot(patches[row].reshape(-1), color="black", lw=0.8, label="original (z-scored)")
-        ax.plot(recon[row].reshape(-1), color="tab:red", lw=0.8, label="reconstructed from codes")
-        for second, code in enumerate(codes[row]):
-            ax.axvline(second * patches.shape[2], color="0.85", lw=0.5)
-            ax.text(second * patches.shape[2] + 5, ax.get_ylim()[1] * 0.85, str(code), fontsize=7, color="tab:blue")
-        ax.set_xlim(0, patches.shape[1] * patches.shape[2])
-    axes[0, 0].legend(loc="lower right", fontsize=8)
-    axes[-1, 0].set_xlabel("samples at 300 Hz (1 s patches, code index of each patch in blue)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:
