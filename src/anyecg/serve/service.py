@@ -60,7 +60,7 @@ def check_fs(fs: object) -> float:
     return float(fs)
 
 
-def check_leads(leads: object, n_rows: int | None = None) -> list[str]:
+def check_leads(leads: object) -> list[str]:
     """Lead names, each one the canonical vocabulary knows (a typo must not pass as an "unknown" lead)."""
     if not isinstance(leads, list) or not leads or not all(isinstance(name, str) for name in leads):
         raise InputError(422, f"leads must be a non-empty list of lead names, got {leads!r}")
@@ -68,8 +68,6 @@ def check_leads(leads: object, n_rows: int | None = None) -> list[str]:
     if unknown:
         known = [name for name in CANONICAL_LEADS if name != UNKNOWN]
         raise InputError(422, f"unknown lead name(s) {unknown}; known: {known} (and aliases such as MLII)")
-    if n_rows is not None and n_rows != len(leads):
-        raise InputError(422, f"signal has {n_rows} rows but {len(leads)} lead names {leads}; one row per lead")
     return leads
 
 
@@ -121,7 +119,8 @@ def parse_json_request(body: bytes, limits: ServeLimits) -> EcgInput:
     if isinstance(rows, list) and rows and isinstance(rows[0], list):
         check_duration(len(rows[0]), fs, limits)
     signal = check_signal(rows)
-    check_leads(leads, signal.shape[0])
+    if signal.shape[0] != len(leads):
+        raise InputError(422, f"signal has {signal.shape[0]} rows but {len(leads)} lead names {leads}; one row per lead")
     return EcgInput(signal, fs, leads)
 
 
