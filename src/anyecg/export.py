@@ -28,6 +28,7 @@ raises `ExportMismatch`.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,7 @@ class EncoderGraph(nn.Module):
         self.backbone = copy.deepcopy(backbone).eval()  # the caller's model keeps its attention path
         for block in self.backbone.blocks:
             block.attn.impl = "dense"
+        self.eval()  # an inference graph: no dropout
 
     def forward(self, patches: Tensor, lead_ids: Tensor, pad_mask: Tensor) -> tuple[Tensor, Tensor]:
         B, L, P, _ = patches.shape
@@ -228,6 +230,33 @@ def _write_metadata(onnx_path: Path, loaded: AnyECG) -> int:
     return max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx"))
 
 
+def _export_graph(graph: EncoderGraph, onnx_path: Path) -> None:
+    """torch.onnx (dynamo) export with dynamic batch, leads and patches."""
+    config = graph.backbone.config
+    batch = torch.export.Dim("batch", min=1)
+    leads = torch.export.Dim("leads", min=1, max=config.max_tokens)
+    patches = torch.export.Dim("patches", min=1, max=config.max_tokens)  # time_embed covers max_tokens seconds
+    with warnings.catch_warnings():
+        # torch.onnx warns that each axis name "will not be used" when it names its own Dim; the
+        # names are used (the graph's inputs carry batch, leads, patches).
+        warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
+        torch.onnx.export(
+            graph,
+            _trace_inputs(config.patch_size),
+            str(onnx_path),
+            dynamo=True,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={
+                "patches": {0: batch, 1: leads, 2: patches},
+                "lead_ids": {0: batch, 1: leads},
+                "pad_mask": {0: batch, 1: leads, 2: patches},
+            },
+            external_data=False,  # one self-contained file; the encoder is far below protobuf's 2 GiB
+            verbose=False,  # else the exporter prints its progress on stdout, where the CLI prints JSON
+        )
+
+
 def export_onnx(model: str | Path | None, onnx_path: str | Path, *, tolerance: float = DEFAULT_TOLERANCE) -> dict:
     """Export the encoder of an AnyECG checkpoint (None: the shipped anyecg-small) to `onnx_path`,
     write its preprocessing recipe to FILE.recipe.json, and check the file against PyTorch.
@@ -239,27 +268,8 @@ def export_onnx(model: str | Path | None, onnx_path: str | Path, *, tolerance: f
     if onnx_path.suffix != ".onnx":
         raise ValueError(f"--onnx must name a .onnx file, got {onnx_path}")
     loaded = load_model(model)
-    config = loaded.backbone.config
-    graph = EncoderGraph(loaded.backbone)
-    batch = torch.export.Dim("batch", min=1)
-    leads = torch.export.Dim("leads", min=1, max=config.max_tokens)
-    patches = torch.export.Dim("patches", min=1, max=config.max_tokens)  # time_embed covers max_tokens seconds
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        graph,
-        _trace_inputs(config.patch_size),
-        str(onnx_path),
-        dynamo=True,
-        input_names=list(INPUT_NAMES),
-        output_names=list(OUTPUT_NAMES),
-        dynamic_shapes={
-            "patches": {0: batch, 1: leads, 2: patches},
-            "lead_ids": {0: batch, 1: leads},
-            "pad_mask": {0: batch, 1: leads, 2: patches},
-        },
-        external_data=False,  # one self-contained file; the encoder is far below protobuf's 2 GiB
-        verbose=False,
-    )
+    _export_graph(EncoderGraph(loaded.backbone), onnx_path)
     opset = _write_metadata(onnx_path, loaded)
     recipe_file = recipe_path(onnx_path)
     recipe_file.write_text(loaded.recipe.to_json() + "\n")
