@@ -11,6 +11,8 @@ import torch
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import Store
 from anyecg.evaluation.metrics import leadgen_metrics
+from anyecg.models.baselines import baseline_config
+from anyecg.models.baselines.leadgen_gan import LeadGenGAN
 from anyecg.models.baselines.leadgen_linear import fit_least_squares
 from anyecg.pretrained import AnyECG
 from anyecg.signal.recipe import Recipe
@@ -175,23 +177,61 @@ def test_cinc_limb_leads_linear(shared_data, tmp_path_factory, tmp_path, copy_re
     assert np.isfinite(precordial["metrics"]["psnr"]["mean"])
 
 
-def test_cli_gan_on_noise_corrupted_leads(mitdb_store, tmp_path, capsys):
+def test_cli_gan_on_noise_corrupted_leads_reloads_and_is_seeded(mitdb_store, tmp_path, capsys):
     from anyecg.cli import main
 
     out = tmp_path / "cli"
     assert main(["finetune", "--task", "leadgen", "--data", str(mitdb_store), "--out", str(out), "--baseline",
-                 "leadgen_cgan", "--input-leads", "MLII", "--target-leads", "V1", "--corruption", "noise",
-                 "--noise-snr-db", "3", "--steps", "1", "--batch-size", "2", "--seeds", "1"]) == 0
+                 "leadgen_gan", "--input-leads", "MLII", "--target-leads", "V1", "--corruption", "noise",
+                 "--noise-snr-db", "0", "--steps", "2", "--batch-size", "2", "--seeds", "1"]) == 0
     headline = json.loads(capsys.readouterr().out.splitlines()[0])
-    model, loaded = load_leadgen(out / "seed-0" / "final")
-    assert model.config.leads == ("II", "V1") and model.config.loss == "cgan"
-    assert loaded["corruption"]["snr_db"] == 3.0
-    assert main(["evaluate", "--model", str(out / "seed-0" / "final"), "--data", str(mitdb_store), "--out",
+    run = out / "seed-0"
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2] and all(np.isfinite(entry["g_loss"]) for entry in log)
+    model, loaded = load_leadgen(run / "final")
+    assert (loaded["model"]["preset"], model.config.loss, model.config.leads) == ("leadgen_gan", "wgan_gp", ("II", "V1"))
+    assert loaded["corruption"] == {"kind": "noise", "snr_db": 0.0, "wander": 0.5, "bursts": 0.0, "seed": 0}
+    assert main(["evaluate", "--model", str(run / "final"), "--data", str(mitdb_store), "--out",
                  str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert metrics["psnr"] == pytest.approx(headline["psnr"]["mean"])
+    assert metrics["psnr"] == pytest.approx(headline["psnr"]["mean"], rel=1e-6)
     stored = np.load(tmp_path / "ev" / "predictions.npz")
-    np.testing.assert_allclose(measured_snr_db(stored["target"], stored["corrupted"]), 3.0, atol=0.5)
+    np.testing.assert_allclose(measured_snr_db(stored["target"], stored["corrupted"]), 0.0, atol=0.5)
+    assert metrics["corrupted_input"]["psnr"] == pytest.approx(
+        leadgen_metrics(stored["target"], stored["corrupted"], ["V1"])["psnr"], rel=1e-9)
+    # the reloaded generator produced the scored reconstruction of the first window from II, read
+    # straight from the store, and the corrupted V1
+    store = Store(mitdb_store)
+    row = store.manifest.index[store.manifest["record_id"] == str(stored["record_id"][0])][0]
+    start = int(stored["start"][0])
+    ii = store.signal(int(row), start=start, stop=start + 10 * store.recipe.target_fs)[
+        store.manifest["leads"].iloc[row].split(";").index("II")]  # [T]
+    with torch.no_grad():
+        first = model(torch.from_numpy(np.stack([ii, stored["corrupted"][0, 0]]))[None])  # [1, 1, T]
+    np.testing.assert_allclose(first[0].numpy(), stored["pred"][0], rtol=1e-5, atol=1e-5)
+    # the same seed trains the same generator
+    config = LeadGenFinetuneConfig(input_leads=("II",), target_leads=("V1",), baseline="leadgen_gan", steps=2,
+                                   batch_size=2, corruption="noise")
+    train = LeadGenWindows(store, eligible_records(store, ["II"], ["V1"], 10, "train").rows, ["II"], ["V1"],
+                           window_s=10, seed=0, noise=config.noise)
+    rerun = train_gan(model.config, train, config, 0, tmp_path / "rerun")
+    for key, value in model.generator.state_dict().items():
+        torch.testing.assert_close(rerun.generator.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_cgan_trains_on_missing_leads(mitdb_store, tmp_path):
+    store = Store(mitdb_store)
+    config = LeadGenFinetuneConfig(input_leads=("II",), target_leads=("V1",), baseline="leadgen_cgan", steps=1,
+                                   batch_size=2)
+    gan_config = baseline_config("leadgen_cgan", fs=float(store.recipe.target_fs), window_s=10.0, leads=("II",),
+                                 target_leads=("V1",))
+    train = LeadGenWindows(store, eligible_records(store, ["II"], ["V1"], 10, "train").rows, ["II"], ["V1"],
+                           window_s=10, seed=0)
+    model = train_gan(gan_config, train, config, 0, tmp_path)
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["step"] == 1
+    torch.manual_seed(0)
+    initial = LeadGenGAN(gan_config).generator.state_dict()  # the same seeded initialisation, untrained
+    assert any(not torch.equal(initial[key], value) for key, value in model.generator.state_dict().items())
 
 
 def test_cli_finetune_and_evaluate_leadgen(mitdb_store, tmp_path, capsys):
@@ -290,34 +330,3 @@ def test_linear_on_noisy_v1_beats_the_corrupted_input(mitdb_store, tmp_path):
     again = evaluate_leadgen(run / "final", mitdb_store, "test", tmp_path / "again")  # the same fixed corruption
     assert again["psnr"] == pytest.approx(saved["psnr"], rel=1e-9)
     assert again["corrupted_input"]["psnr"] == pytest.approx(saved["corrupted_input"]["psnr"], rel=1e-9)
-
-
-def test_gan_finetune_is_seeded_and_evaluate_reproduces_it(mitdb_store, tmp_path):
-    config = LeadGenFinetuneConfig(input_leads=("II",), target_leads=("V1",), baseline="leadgen_gan", steps=2,
-                                   batch_size=2)
-    summary = finetune_leadgen(mitdb_store, tmp_path / "gan", config)
-    run = tmp_path / "gan" / "seed-0"
-    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [entry["step"] for entry in log] == [1, 2] and all(np.isfinite(entry["g_loss"]) for entry in log)
-    model, loaded = load_leadgen(run / "final")
-    assert loaded["model"]["preset"] == "leadgen_gan" and model.config.loss == "wgan_gp"
-    again = evaluate_leadgen(run / "final", mitdb_store, "test", tmp_path / "again")
-    assert again["psnr"] == pytest.approx(summary["metrics"]["psnr"]["mean"], rel=1e-5)
-    assert again["mae_mv"] == pytest.approx(summary["metrics"]["mae_mv"]["mean"], rel=1e-5)
-    # the reloaded generator is what produced the scored reconstructions: its output on the first test
-    # window, read straight from the store
-    store = Store(mitdb_store)
-    stored = np.load(tmp_path / "again" / "predictions.npz")
-    row = store.manifest.index[store.manifest["record_id"] == str(stored["record_id"][0])][0]
-    leads = store.manifest["leads"].iloc[row].split(";")
-    start = int(stored["start"][0])
-    x = store.signal(int(row), start=start, stop=start + 10 * store.recipe.target_fs)[[leads.index("II")]]  # [1, T]
-    with torch.no_grad():
-        first = model(torch.from_numpy(x)[None])  # [1, 1, T]
-    np.testing.assert_allclose(first[0].numpy(), stored["pred"][0], rtol=1e-5, atol=1e-5)
-    # the same seed trains the same generator
-    dataset = LeadGenWindows(store, eligible_records(store, ["II"], ["V1"], 10, "train").rows, ["II"], ["V1"],
-                             window_s=10, seed=0)
-    rerun = train_gan(model.config, dataset, config, 0, tmp_path / "rerun")
-    for key, value in model.generator.state_dict().items():
-        torch.testing.assert_close(rerun.generator.state_dict()[key], value, rtol=0, atol=0, msg=key)

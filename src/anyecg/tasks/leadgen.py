@@ -393,9 +393,9 @@ def _batches(dataset: LeadGenWindows, batch_size: int, seed: int):
 
 def train_gan(gan_config: LeadGenGANConfig, dataset: LeadGenWindows, config: LeadGenFinetuneConfig, seed: int,
               run: Path) -> LeadGenGAN:
-    """A LeadGenGAN (on CPU) after `config.steps` GanTrainer steps (each: n_critic critic updates, one
-    generator update) on random-crop batches of `dataset`, at `config.lr`; on a GPU when present.
-    Every step's losses go to `run/metrics.jsonl`."""
+    """A LeadGenGAN, returned on the CPU, after `config.steps` GanTrainer steps (each: n_critic critic
+    updates, one generator update) on random-crop batches of `dataset` at `config.lr`, trained on a
+    GPU when one is present. Every step's losses go to `run/metrics.jsonl`."""
     torch.manual_seed(seed)  # weights and the gradient-penalty draws
     model = LeadGenGAN(gan_config).to("cuda" if torch.cuda.is_available() else "cpu")
     trainer = GanTrainer(model, GanTrainConfig(lr=config.lr))
@@ -408,7 +408,7 @@ def train_gan(gan_config: LeadGenGANConfig, dataset: LeadGenWindows, config: Lea
 
 
 def finetune_leadgen(data: str | Path, out: str | Path, config: LeadGenFinetuneConfig) -> dict:
-    """Train on the train split (per seed for AnyECG), evaluate each model on the test split;
+    """Train on the train split (per seed for AnyECG and the GANs), evaluate each model on the test split;
     `out/seed-K/final` holds each model, `out/summary.json` the mean +/- std over seeds."""
     store, out = Store(data), Path(out)
     train_rows = eligible_records(store, config.input_leads, config.target_leads, config.window_s, "train")
