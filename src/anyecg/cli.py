@@ -42,8 +42,9 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the main job end to end on the embedded real recordings")
-    p.add_argument("--out", type=Path, default=Path("anyecg-demo"), help="output folder")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", type=Path, default=Path("anyecg-demo"), help="output folder (report.html, metrics.json)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes for preparing the store")
+    p.add_argument("--quick", action="store_true", help="a few steps per stage and one seed: checks the pipeline in a minute")
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -404,9 +405,9 @@ def _plot(args: argparse.Namespace) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from anyecg.demo import run_demo
+    from anyecg.demo import DemoConfig, run_demo
 
-    run_demo(args.out, workers=args.workers)
+    run_demo(args.out, DemoConfig.quick(args.workers) if args.quick else DemoConfig(workers=args.workers))
     return 0
 
 
