@@ -159,6 +159,17 @@ def test_anyecg_probe_finetune_and_strict_reload(mitdb_store, tmp_path):
     assert again["mae"] == pytest.approx(summary["metrics"]["mae"]["mean"], rel=1e-5)
 
 
+def test_random_init_control_starts_from_fresh_weights(mitdb_store, tmp_path):
+    config = LeadGenFinetuneConfig(input_leads=("II",), target_leads=("V1",), random_init=True, linear_probe=True,
+                                   steps=1, batch_size=2)
+    summary = finetune_leadgen(mitdb_store, tmp_path / "random", config)
+    model, loaded = load_leadgen(tmp_path / "random" / "seed-0" / "final")
+    pretrained = AnyECG.from_pretrained().backbone.state_dict()
+    differing = [key for key, value in model.backbone.state_dict().items()
+                 if value.is_floating_point() and not torch.equal(value, pretrained[key])]
+    assert summary["random_init"] and loaded["model"]["random_init"] and len(differing) > 10
+
+
 def test_cinc_limb_leads_linear(shared_data, tmp_path_factory, tmp_path, copy_records):
     # no wavelet (its thresholding is not linear) and mV units: III = II - I survives preprocessing
     recipe = Recipe(wavelet=None, normalization="none")

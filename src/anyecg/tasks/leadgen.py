@@ -151,6 +151,7 @@ class LeadGenFinetuneConfig:
     model: str | None = None  # AnyECG checkpoint folder; None: the one shipped in the package
     baseline: str | None = None  # one of BASELINES instead of AnyECG (least squares, WGAN-GP, conditional GAN)
     linear_probe: bool = False  # AnyECG: train the head only, backbone frozen
+    random_init: bool = False  # AnyECG: the backbone's architecture with random weights (a control)
     seeds: int = 1
     steps: int = 200
     batch_size: int = 32
@@ -447,8 +448,10 @@ def finetune_leadgen(data: str | Path, out: str | Path, config: LeadGenFinetuneC
             pretrained = AnyECG.from_pretrained(config.model)
             if pretrained.backbone is None:
                 raise ValueError(f"{config.model}: a tokenizer-only checkpoint; lead generation needs a stage-2 checkpoint")
-            model = AnyECGLeadGenerator(pretrained.backbone, len(config.target_leads), linear_probe=config.linear_probe)
-            spec = {"kind": "anyecg", "backbone": asdict(pretrained.backbone.config), "linear_probe": config.linear_probe}
+            backbone = Backbone(pretrained.backbone.config) if config.random_init else pretrained.backbone
+            model = AnyECGLeadGenerator(backbone, len(config.target_leads), linear_probe=config.linear_probe)
+            spec = {"kind": "anyecg", "backbone": asdict(backbone.config), "linear_probe": config.linear_probe,
+                    "random_init": config.random_init}
             dataset = LeadGenWindows(store, train_rows.rows, config.input_leads, config.target_leads,
                                      window_s=config.window_s, seed=seed, noise=config.noise)
             train_config = TrainConfig(max_steps=config.steps, batch_size=min(config.batch_size, len(dataset)),
@@ -459,7 +462,7 @@ def finetune_leadgen(data: str | Path, out: str | Path, config: LeadGenFinetuneC
         per_seed.append(evaluate_leadgen(run / FINAL, data, "test", run / "test"))
     summary = {
         "task": "leadgen", "input_leads": list(config.input_leads), "target_leads": list(config.target_leads),
-        "model": config.baseline or "anyecg", "linear_probe": config.linear_probe,
+        "model": config.baseline or "anyecg", "linear_probe": config.linear_probe, "random_init": config.random_init,
         "corruption": corruption_spec(config.noise),
         "train_records": int(len(train_rows.rows)), "test_records": int(len(test_rows.rows)),
         "excluded_train": train_rows.excluded, "excluded_test": test_rows.excluded,
