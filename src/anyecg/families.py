@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from anyecg.data.multilabel import MultiLabelTarget, MultiLabelWindows, build_vocabulary, collate_multilabel
-from anyecg.data.store import Store
+from anyecg.data.store import Store, split_list
 from anyecg.models.baselines.common import ClassificationOutput, classification_loss
 from anyecg.models.contract import segments
 from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer, SegmentPairs, collate_pairs, ecgfm_config
@@ -54,6 +54,15 @@ class StoreRows:
         return self.store[int(self.rows[k])]
 
 
+def usable_rows(store: Store, rows: np.ndarray, leads: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+    """(rows with at least one of `leads`, ids of the records left out): a record whose only lead is
+    unnamed (CPSC 2019) or outside the model's lead set gives it no input."""
+    wanted = set(leads)
+    keep = np.array([bool(wanted & set(split_list(store.manifest.iloc[r]["leads"]))) for r in rows], dtype=bool)
+    ids = store.manifest["record_id"].astype(str).to_numpy()
+    return rows[keep], ids[rows[~keep]].tolist()
+
+
 def pretrain_family(
     family: str, data: str | Path, preset: str, out: str | Path, config: TrainConfig, *, split: str = "train",
     min_label_count: int = 2,
@@ -66,9 +75,12 @@ def pretrain_family(
     if family == "ecgfm":
         model_cfg = ecgfm_config(preset)
         model = ECGFMPretrainer(model_cfg)
+        rows, unusable = usable_rows(store, rows, model_cfg.contract.leads)
+        if len(rows) == 0:
+            raise ValueError(f"{store.root}: no record of split {split!r} has any of the leads {list(model_cfg.contract.leads)}")
         dataset = SegmentPairs(StoreRows(store, rows), model_cfg.contract, seed=config.seed)
         collate = collate_pairs
-        extra = {}
+        extra = {"records_without_usable_leads": unusable}
     elif family == "ecgfounder":
         target, rare = build_vocabulary(store.manifest, min_count=min_label_count, splits=[split])
         if len(target.classes) == 0:
