@@ -45,6 +45,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("anyecg-demo"), help="output folder (report.html, metrics.json)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes for preparing the store")
     p.add_argument("--quick", action="store_true", help="a few steps per stage and one seed: checks the pipeline in a minute")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the demo's models are small)")
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -407,7 +408,8 @@ def _plot(args: argparse.Namespace) -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     from anyecg.demo import DemoConfig, run_demo
 
-    run_demo(args.out, DemoConfig.quick(args.workers) if args.quick else DemoConfig(workers=args.workers))
+    config = DemoConfig.quick if args.quick else DemoConfig
+    run_demo(args.out, config(workers=args.workers, threads=args.threads))
     return 0
 
 

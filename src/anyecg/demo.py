@@ -42,7 +42,10 @@ BACKBONE_LR = 5e-4
 
 @dataclass
 class DemoConfig:
-    workers: int = 1
+    workers: int = 1  # processes preparing the store
+    # torch intra-op threads while the demo runs: its models are small, and on a shared 2-core machine
+    # two threads ran the quick demo up to 5x slower than one (spinning threads fight other processes)
+    threads: int = 1
     preset: str = "anyecg-tiny"  # what the demo pretrains; fine-tuning uses the shipped anyecg-small
     tokenizer_steps: int = 40
     backbone_steps: int = 40
@@ -53,9 +56,9 @@ class DemoConfig:
     tasks: tuple[str, ...] = ("anomaly", "arrhythmia")
 
     @classmethod
-    def quick(cls, workers: int = 1) -> DemoConfig:
-        """A few steps per stage and one seed: checks the whole pipeline, in about a minute."""
-        return cls(workers=workers, tokenizer_steps=6, backbone_steps=6, pretrain_batch_size=8,
+    def quick(cls, workers: int = 1, threads: int = 1) -> DemoConfig:
+        """A few steps per stage and one seed: checks the whole pipeline in well under a minute."""
+        return cls(workers=workers, threads=threads, tokenizer_steps=6, backbone_steps=6, pretrain_batch_size=8,
                    finetune_steps=4, finetune_batch_size=8, seeds=1)
 
 
@@ -79,10 +82,18 @@ class _Stages:
 def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
     """Run every stage into `out`; returns what `out/metrics.json` holds."""
     config = config or DemoConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _run_stages(Path(out), config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_stages(out: Path, config: DemoConfig) -> dict:
     unknown = [task for task in config.tasks if task not in LABEL_FUNCTIONS]
     if unknown:
         raise ValueError(f"unknown demo tasks {unknown}; known: {sorted(LABEL_FUNCTIONS)}")
-    out = Path(out)
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     stages = _Stages(total=5 + len(config.tasks))
@@ -167,7 +178,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None) -> dict:
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     report = write_report(out, results)
     print(format_description(summary))
-    print(f"[{stages.total}/{stages.total}] report: {report} (metrics: {out / 'metrics.json'}, total {timings['total']:.1f} s)")
+    print(f"report: {report} (metrics: {out / 'metrics.json'}, total {timings['total']:.1f} s)")
     return results
 
 
@@ -204,14 +215,23 @@ def _label_counts(store: Store, task: str) -> tuple[list[str], dict[str, dict[st
     return labels.classes, counts
 
 
+def task_problem(counts: dict[str, dict[str, int]]) -> str | None:
+    """Why a task cannot be fine-tuned and scored on a store, from its labelled records per split and
+    class (`counts[split][class]`); None when at least two classes have records in both train and test."""
+    train, test = counts.get("train", {}), counts.get("test", {})
+    in_both = [name for name in train if train[name] > 0 and test.get(name, 0) > 0]
+    if len(in_both) >= 2:
+        return None
+    return f"needs two classes with records in both train and test, has {in_both or 'none'} (train {train}, test {test})"
+
+
 def _run_task(store: Store, out: Path, task: str, config: DemoConfig) -> dict:
     """Fine-tune and evaluate one task, or say why it cannot run on this store."""
     classes, counts = _label_counts(store, task)
     result = {"status": "skipped", "classes": classes, "counts": counts, "seeds": {}}
-    in_both = [c for c in classes if counts["train"][c] > 0 and counts["test"][c] > 0]
-    if len(in_both) < 2:
-        result["reason"] = (f"needs two classes with records in both train and test, has {in_both or 'none'} "
-                            f"(train {counts['train']}, test {counts['test']})")
+    problem = task_problem(counts)
+    if problem is not None:
+        result["reason"] = problem
         return result
     try:
         summary = finetune(store.root, out, FinetuneConfig(task=task, seeds=config.seeds, steps=config.finetune_steps,

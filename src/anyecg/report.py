@@ -34,6 +34,10 @@ figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #e5e9
 figcaption { font-size: 13px; color: #4c566a; }
 .skipped { color: #a3333d; }
 code { background: #eef2f7; padding: 0 3px; }
+td { white-space: nowrap; } td.wrap { white-space: normal; }
+.row { display: flex; gap: 16px; align-items: flex-start; flex-wrap: wrap; }
+.row > figure, .row > table { flex: 1 1 0; min-width: 280px; }
+.row > figure.narrow { flex: 0.6 1 0; }
 """
 
 
@@ -53,7 +57,8 @@ def plot_ecg_codes(
     signal: np.ndarray, fs: float, leads: list[str], codes: np.ndarray, path: str | Path, *, title: str = ""
 ) -> Path:
     """Each lead of `signal` [L, T] (mV) in its own row with the rhythm code of each 1 s patch
-    (`codes` [L, seconds], from `AnyECG.tokenize`) written over it; patches sharing a code share a tint."""
+    (`codes` [L, seconds], from `AnyECG.tokenize`) written over it. The codes that occur more than once
+    get a colour each (the 20 most frequent), so repeated rhythm patterns stand out; the rest stay white."""
     plt = _pyplot()
     signal = np.asarray(signal, dtype=np.float32)
     codes = np.asarray(codes)
@@ -62,7 +67,9 @@ def plot_ecg_codes(
     seconds = min(codes.shape[1], int(signal.shape[1] // fs))
     window = signal[:, : round(seconds * fs)]  # [L, n]
     t = np.arange(window.shape[1]) / fs
-    tints = plt.get_cmap("tab20")
+    values, counts = np.unique(codes[:, :seconds], return_counts=True)
+    repeated = values[counts > 1][np.argsort(-counts[counts > 1], kind="stable")][:20]
+    tint_of = {int(code): plt.get_cmap("tab20")(k) for k, code in enumerate(repeated)}
     fig, axes = plt.subplots(len(leads), 1, figsize=(12, 0.85 * len(leads) + 0.8), sharex=True, squeeze=False)
     for row, (lead, trace) in enumerate(zip(leads, window)):
         ax = axes[row, 0]
@@ -70,7 +77,9 @@ def plot_ecg_codes(
         span = max(float(np.abs(centred).max()), 0.5)
         for second in range(seconds):
             code = int(codes[row, second])
-            ax.axvspan(second, second + 1, color=tints(code % 20), alpha=0.25, lw=0)
+            if code in tint_of:
+                ax.axvspan(second, second + 1, color=tint_of[code], alpha=0.35, lw=0)
+            ax.axvline(second, color="0.8", lw=0.5)
             ax.text(second + 0.03, span * 1.05, str(code), fontsize=7, va="top", color="#1d2433")
         ax.plot(t, centred, color="black", lw=0.6)
         ax.set_ylim(-span * 1.1, span * 1.3)
@@ -154,8 +163,9 @@ def image_tag(path: str | Path, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
-def _figure(path: str | Path, caption: str, figure_id: str) -> str:
-    return f'<figure id="{figure_id}">{image_tag(path, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>'
+def _figure(path: str | Path, caption: str, figure_id: str, css_class: str = "") -> str:
+    attributes = f'id="{figure_id}"' + (f' class="{css_class}"' if css_class else "")
+    return f"<figure {attributes}>{image_tag(path, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def _cell(results: dict, key: str, digits: int = 3, source: tuple[str, str] | None = None) -> str:
@@ -190,7 +200,10 @@ def _data_section(results: dict) -> str:
     sources = _table(["source", "records", "leads per record", "original rate (Hz)", "minutes", "split (records)"],
                      rows, "sources")
     label_rows = [f"<tr>{_text(label)}{_cell(results, 'data/labels/' + label)}</tr>" for label in data["labels"]]
-    labels = _table(["label (SNOMED CT code, abbreviation)", "records"], label_rows, "labels")
+    third = -(-len(label_rows) // 3)
+    labels = '<div class="row">' + "".join(
+        _table(["label (SNOMED CT code, abbreviation)", "records"], label_rows[i : i + third], f"labels-{i // third + 1}")
+        for i in range(0, len(label_rows), third)) + "</div>"
     return (
         '<section id="data"><h2>Data</h2>'
         f"<p>{data['records']} real PhysioNet recordings shipped inside the package, prepared into one store "
@@ -206,7 +219,8 @@ def _ecg_codes_section(results: dict, figures: dict[str, Path]) -> str:
         f"<p>Record {html.escape(ecg['record_id'])} ({html.escape(ecg['labels'])}; {ecg['split']} split), read from "
         "its original file and tokenized with <code>AnyECG.tokenize(signal, fs, leads)</code> of the shipped "
         "<code>anyecg-small</code> checkpoint: every lead and every second becomes one code of its "
-        f"{ecg['codes']}-code rhythm codebook. Patches that share a code share a tint.</p>"
+        f"{ecg['codes']}-code rhythm codebook. Codes that occur more than once in this record are coloured "
+        "(one colour per code); the others are left white.</p>"
         f"{_figure(figures['ecg_codes'], 'ECG with its rhythm-code tokens', 'figure-ecg-codes')}</section>"
     )
 
@@ -256,8 +270,8 @@ def _codebook_section(results: dict, figures: dict[str, Path]) -> str:
         "folder, which holds these same recordings, so for it they are not held out: its model card gives its "
         "truly held-out figures.</p>"
         f"{_table(header, rows, 'codebook-figures')}"
-        f"{_figure(figures['code_usage_shipped'], 'Code usage, shipped anyecg-small', 'figure-code-usage')}"
-        f"{_figure(figures['code_usage_demo'], 'Code usage, the demo model', 'figure-code-usage-demo')}</section>"
+        f"<div class=\"row\">{_figure(figures['code_usage_shipped'], 'Code usage, shipped anyecg-small', 'figure-code-usage')}"
+        f"{_figure(figures['code_usage_demo'], 'Code usage, the demo model', 'figure-code-usage-demo')}</div></section>"
     )
 
 
@@ -297,21 +311,24 @@ def _task_rows(results: dict, task: str) -> tuple[list[str], list[str]]:
 def _finetune_section(results: dict, figures: dict[str, Path]) -> str:
     parts, metric_rows, class_rows, status_rows = [], [], [], []
     for task, info in results["tasks"].items():
-        counts = "; ".join(f"{split}: " + ", ".join(f"{c} {n}" for c, n in per_class.items())
-                           for split, per_class in info["counts"].items())
+        counts = [f"{split}: " + ", ".join(f"{c} {n}" for c, n in per_class.items())
+                  for split, per_class in info["counts"].items()]
+        counts = '<td class="text wrap">' + "<br>".join(html.escape(line) for line in counts) + "</td>"
         if info["status"] != "ran":
             status_rows.append(f'<tr>{_text(task)}<td class="text skipped">not run: {html.escape(info["reason"])}</td>'
-                               f"{_text(counts)}</tr>")
+                               f"{counts}</tr>")
             continue
-        status_rows.append(f"<tr>{_text(task)}{_text('ran: ' + ', '.join(info['classes']))}{_text(counts)}</tr>")
+        status_rows.append(f"<tr>{_text(task)}{_text('ran: ' + ', '.join(info['classes']))}{counts}</tr>")
         rows, per_class = _task_rows(results, task)
         metric_rows += rows
         class_rows += per_class
         first = next(iter(info["seeds"]))
-        parts.append(_figure(figures[f"roc_{task}"], f"{task}: ROC and precision-recall, test split, {first}",
-                             f"figure-roc-{task}"))
-        parts.append(_figure(figures[f"confusion_{task}"], f"{task}: confusion matrix, test split, {first}",
-                             f"figure-confusion-{task}"))
+        parts.append(
+            f"<h3>{html.escape(task)}</h3><div class=\"row\">"
+            + _figure(figures[f"roc_{task}"], f"{task}: ROC and precision-recall, test split, {first}", f"figure-roc-{task}")
+            + _figure(figures[f"confusion_{task}"], f"{task}: confusion matrix, test split, {first}",
+                      f"figure-confusion-{task}", "narrow")
+            + "</div>")
     status = _table(["task", "status and classes", "labelled records per split"], status_rows, "task-status")
     header = ["task", "seed", "records"] + [label for _, label in METRIC_COLUMNS]
     class_header = ["task", "seed", "class"] + [label for _, label in PER_CLASS_COLUMNS]
