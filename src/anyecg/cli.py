@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as err:  # unknown preset or class names
         print(f"anyecg {args.command}: error: {err.args[0]}", file=sys.stderr)
         return 2
+    except ImportError as err:  # an optional extra (serve, export) not installed: the message says which
+        print(f"anyecg {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

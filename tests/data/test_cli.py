@@ -42,3 +42,15 @@ def test_models_json_lists_every_family(capsys):
     assert {p["family"] for p in presets} == {"anyecg", "ecgfm", "ecgfounder", "baseline"}
     for name, paper in {"anyecg-b": 254e6, "anyecg-l": 500e6, "anyecg-xl": 1.7e9, "ecgfm-base": 90.9e6}.items():
         assert abs(by_name[name]["parameters"] / paper - 1) <= 0.05, (name, by_name[name]["parameters"])
+
+
+def test_missing_optional_extra_is_a_one_line_error(monkeypatch, capsys):
+    """Without the serve extra, `anyecg serve` says what to install instead of printing a traceback."""
+    import sys
+
+    from anyecg.cli import main
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # importing it now raises ImportError
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("anyecg serve: error:") and "anyecg[serve]" in err and "Traceback" not in err
