@@ -7,6 +7,7 @@ import base64
 import copy
 import json
 import math
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class ReportParser(HTMLParser):
             self.figure_images[self._figure] = []
         if tag == "img" and self._figure is not None:
             self.figure_images[self._figure].append(attributes["src"])
-        if tag == "td" and "data-key" in attributes:
+        if tag == "td" and ("data-key" in attributes or "data-mean-std-key" in attributes):
             self._cell = {**attributes, "text": ""}
 
     def handle_data(self, data):
@@ -86,7 +87,7 @@ def printed(value, digits: int) -> str:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    run_demo(out, DemoConfig.quick())
+    run_demo(out, replace(DemoConfig.quick(), seeds=2, finetune_steps=2))  # two seeds: the mean ± std rows
     return out
 
 
@@ -131,30 +132,42 @@ def test_report_has_every_section(report, results):
 def test_every_number_in_the_report_equals_its_json(demo, report, results):
     for cell in report.cells:
         digits = int(cell["data-digits"])
+        if "data-mean-std-key" in cell:
+            aggregate = walk(results, cell["data-mean-std-key"])
+            assert cell["text"] == f"{printed(aggregate['mean'], digits)} ± {printed(aggregate['std'], digits)}", cell
+            continue
         assert cell["text"] == printed(walk(results, cell["data-key"]), digits), cell
         if "data-source" in cell:
             source = json.loads((demo / cell["data-source"]).read_text())
             assert cell["text"] == printed(walk(source, cell["data-source-key"]), digits), cell
-    keys = {cell["data-key"] for cell in report.cells}
-    # the metrics table holds every headline score of every task and seed, both anomaly orientations
+    keys = {cell["data-key"] for cell in report.cells if "data-key" in cell}
+    aggregates = {cell["data-mean-std-key"] for cell in report.cells if "data-mean-std-key" in cell}
+    # every headline score of every task and seed, both anomaly orientations, and per class over the seeds
     for task, info in results["tasks"].items():
         for seed in info["seeds"]:
             for metric in ("accuracy", "auroc", "f1_weighted", "f1_macro"):
                 assert f"tasks/{task}/seeds/{seed}/{metric}" in keys
-            for name in info["classes"]:
-                assert f"tasks/{task}/seeds/{seed}/per_class/{name}/f1" in keys
+        for name in info["classes"]:
+            shown = f"tasks/{task}/summary/per_class/{name}/f1" in aggregates
+            assert shown == (info["counts"]["test"][name] > 0), name
     assert {"tasks/anomaly/seeds/seed-0/auroc_normal_positive", "tasks/anomaly/seeds/seed-0/auroc_abnormal_positive"} <= keys
     assert results["tasks"]["anomaly"]["seeds"]["seed-0"]["positive"] == "normal"  # the paper's orientation
     for stage in results["timings_s"]:
         assert f"timings_s/{stage}" in keys
 
 
-def test_metrics_json_copies_the_evaluation_files(demo, results):
+def test_metrics_json_copies_the_evaluation_files(demo, report, results):
     for task, info in results["tasks"].items():
-        for seed, metrics in info["seeds"].items():
-            assert metrics == json.loads((demo / task / seed / "test" / "metrics.json").read_text())
+        per_seed = [json.loads((demo / task / seed / "test" / "metrics.json").read_text()) for seed in info["seeds"]]
+        assert list(info["seeds"].values()) == per_seed
+        for seed in info["seeds"]:
             for name in ("roc_pr.png", "confusion.png", "predictions.csv"):
                 assert (demo / task / seed / "test" / name).is_file()
+        accuracy = np.array([m["accuracy"] for m in per_seed])
+        assert info["summary"]["accuracy"]["mean"] == pytest.approx(accuracy.mean())
+        assert info["summary"]["accuracy"]["std"] == pytest.approx(accuracy.std(ddof=1))
+    shown = {cell["data-mean-std-key"] for cell in report.cells if "data-mean-std-key" in cell}
+    assert {"tasks/anomaly/summary/accuracy", "tasks/arrhythmia/summary/f1_weighted"} <= shown
 
 
 def test_class_counts_and_held_out_tokens_match_the_manifest(demo, results):

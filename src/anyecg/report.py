@@ -5,8 +5,9 @@
 One file, nothing fetched: images are inlined as base64 data URIs, the CSS is inline, and there are
 no scripts. Every number in a table is printed from `results` and carries where it came from:
 `data-key` is its path in out/metrics.json (parts joined by "/") and, for fine-tuning scores,
-`data-source` + `data-source-key` name the per-seed `metrics.json` it was copied from; `data-digits`
-is how many decimals it is printed with. So a reader (or a test) can check each cell.
+`data-source` + `data-source-key` name the per-seed `metrics.json` it was copied from; a "mean ± std"
+over seeds has `data-mean-std-key` instead; `data-digits` is how many decimals are printed. So a
+reader (or a test) can check each cell.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
        padding: 0 16px; color: #1d2433; line-height: 1.45; }
 h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #d8dee9; padding-bottom: 4px; margin-top: 36px; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
 th, td { border: 1px solid #d8dee9; padding: 4px 8px; text-align: right; }
 th { background: #eef2f7; } td.text, th.text { text-align: left; }
 figure { margin: 12px 0; } figure img { max-width: 100%; border: 1px solid #e5e9f0; }
@@ -176,6 +177,13 @@ def _cell(results: dict, key: str, digits: int = 3, source: tuple[str, str] | No
     return f"<td {attributes}>{format_number(lookup(results, key), digits)}</td>"
 
 
+def _mean_std_cell(results: dict, key: str, digits: int = 3) -> str:
+    """"mean ± std" of a score aggregated over seeds (`key` holds {"mean", "std", "n"})."""
+    mean, std = lookup(results, key + "/mean"), lookup(results, key + "/std")
+    return (f'<td data-mean-std-key="{html.escape(key)}" data-digits="{digits}">'
+            f"{format_number(mean, digits)} ± {format_number(std, digits)}</td>")
+
+
 def _text(value) -> str:
     return f'<td class="text">{html.escape(str(value))}</td>'
 
@@ -276,12 +284,11 @@ def _codebook_section(results: dict, figures: dict[str, Path]) -> str:
 
 
 METRIC_COLUMNS = [
-    ("accuracy", "accuracy"), ("auroc", "AUROC"), ("auroc_normal_positive", "AUROC, normal positive (paper)"),
-    ("auroc_abnormal_positive", "AUROC, abnormal positive"), ("auprc", "AUPRC"), ("f1_weighted", "F1 weighted"),
+    ("accuracy", "accuracy"), ("auroc", "AUROC"), ("auroc_normal_positive", "AUROC normal+ (paper)"),
+    ("auroc_abnormal_positive", "AUROC abnormal+"), ("auprc", "AUPRC"), ("f1_weighted", "F1 weighted"),
     ("f1_macro", "F1 macro"), ("precision", "precision weighted"),
 ]
-PER_CLASS_COLUMNS = [("support", "support"), ("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
-                     ("auroc", "AUROC")]
+PER_CLASS_COLUMNS = [("precision", "precision"), ("recall", "recall"), ("f1", "F1"), ("auroc", "AUROC")]
 
 
 def _task_rows(results: dict, task: str) -> tuple[list[str], list[str]]:
@@ -294,17 +301,25 @@ def _task_rows(results: dict, task: str) -> tuple[list[str], list[str]]:
         for key, _ in METRIC_COLUMNS:
             cells.append(_cell(results, f"{base}/{key}", source=(source, key)) if key in info["seeds"][seed] else _text("—"))
         rows.append(f"<tr>{''.join(cells)}</tr>")
-        for name in info["classes"]:
-            cells = [_text(task), _text(seed), _text(name)]
-            cells += [_cell(results, f"{base}/per_class/{name}/{key}", source=(source, f"per_class/{name}/{key}"))
-                      for key, _ in PER_CLASS_COLUMNS]
-            class_rows.append(f"<tr>{''.join(cells)}</tr>")
-    if len(info["seeds"]) > 1:
+    several = len(info["seeds"]) > 1
+    if several:
         cells = [_text(task), _text("mean ± std"), _text("")]
         for key, _ in METRIC_COLUMNS:
-            mean, std = lookup(results, f"tasks/{task}/summary/{key}/mean"), lookup(results, f"tasks/{task}/summary/{key}/std")
-            cells.append(_text(f"{format_number(mean)} ± {format_number(std)}") if key in info["summary"] else _text("—"))
+            cells.append(_mean_std_cell(results, f"tasks/{task}/summary/{key}") if key in info["summary"] else _text("—"))
         rows.append(f"<tr>{''.join(cells)}</tr>")
+    # per class: over the seeds where there are several, else the one seed's figures
+    first = next(iter(info["seeds"]))
+    source = f"{task}/{first}/test/metrics.json"
+    for name in info["classes"]:
+        support = f"per_class/{name}/support"
+        if not lookup(info["seeds"][first], support):
+            continue  # no test records: every score of the class is undefined
+        cells = [_text(task), _text(name), _cell(results, f"tasks/{task}/seeds/{first}/{support}", source=(source, support))]
+        for key, _ in PER_CLASS_COLUMNS:
+            score = f"per_class/{name}/{key}"
+            cells.append(_mean_std_cell(results, f"tasks/{task}/summary/{score}") if several
+                         else _cell(results, f"tasks/{task}/seeds/{first}/{score}", source=(source, score)))
+        class_rows.append(f"<tr>{''.join(cells)}</tr>")
     return rows, class_rows
 
 
@@ -331,7 +346,7 @@ def _finetune_section(results: dict, figures: dict[str, Path]) -> str:
             + "</div>")
     status = _table(["task", "status and classes", "labelled records per split"], status_rows, "task-status")
     header = ["task", "seed", "records"] + [label for _, label in METRIC_COLUMNS]
-    class_header = ["task", "seed", "class"] + [label for _, label in PER_CLASS_COLUMNS]
+    class_header = ["task", "class", "test records"] + [label for _, label in PER_CLASS_COLUMNS]
     config = results["config"]
     return (
         '<section id="finetuning"><h2>Fine-tuning and evaluation</h2>'
@@ -343,10 +358,21 @@ def _finetune_section(results: dict, figures: dict[str, Path]) -> str:
         f"records in both the train and the test split.</p>{status}</section>"
         f'<section id="roc"><h2>ROC, precision-recall and confusion</h2>{"".join(parts) or "<p>No task ran.</p>"}</section>'
         '<section id="metrics"><h2>Metrics</h2><p>Every number below is read from the per-seed '
-        "<code>TASK/seed-K/test/metrics.json</code>; n/a marks a score that is undefined (a class with no test "
-        f"records).</p>{_table(header, metric_rows, 'metrics-table')}<p>Per class:</p>"
+        "<code>TASK/seed-K/test/metrics.json</code> (mean ± std over seeds: <code>TASK/summary.json</code>); n/a "
+        "marks an undefined score (a class with no test records, or precision of a class never predicted). "
+        f"{_test_size_note(results)}</p>{_table(header, metric_rows, 'metrics-table')}"
+        f"<p>Per class, for the classes with test records{' (mean ± std over seeds)' if config['seeds'] > 1 else ''}:</p>"
         f"{_table(class_header, class_rows, 'per-class-table')}</section>"
     )
+
+
+def _test_size_note(results: dict) -> str:
+    sizes = {task: next(iter(info["seeds"].values()))["n"] for task, info in results["tasks"].items() if info["seeds"]}
+    if not sizes:
+        return ""
+    listed = ", ".join(f"{task} {n}" for task, n in sizes.items())
+    return (f"Test records: {listed}; one record more or less right moves accuracy by 1/{min(sizes.values())} "
+            "or more, so read these as a check that the pipeline works.")
 
 
 TIMING_LABELS = {
