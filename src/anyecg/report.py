@@ -248,8 +248,22 @@ def _pretraining_section(results: dict, figures: dict[str, Path]) -> str:
         "losses) and then the backbone predicting the tokenizer's codes at masked positions. A few CPU minutes "
         "cannot train a useful model, so fine-tuning below starts from the shipped, longer-trained "
         "<code>anyecg-small</code> checkpoint (see <code>src/anyecg/weights/anyecg-small/MODEL_CARD.md</code>).</p>"
-        f"{table}{_figure(figures['loss_curves'], 'Pretraining loss curves', 'figure-loss-curves')}</section>"
+        f"<p>{_loss_trend(pre)}</p>{table}{_figure(figures['loss_curves'], 'Pretraining loss curves', 'figure-loss-curves')}</section>"
     )
+
+
+def _loss_trend(pretraining: dict) -> str:
+    """One sentence per stage on whether its logged loss fell (logged losses are single noisy batches)."""
+    sentences = []
+    for stage, label in (("tokenizer", "The tokenizer's"), ("backbone", "The backbone's")):
+        info = pretraining[stage]
+        first, last = format_number(info["first_loss"]), format_number(info["last_loss"])
+        if info["last_loss"] < info["first_loss"]:
+            sentences.append(f"{label} loss fell from {first} to {last} in {info['steps']} steps.")
+        else:
+            sentences.append(f"{label} loss did not fall in {info['steps']} steps ({first} to {last}): too few steps "
+                             "for single-batch losses to show a trend (the full demo runs more).")
+    return " ".join(sentences)
 
 
 CODEBOOK_FIGURES = [
