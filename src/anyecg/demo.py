@@ -191,7 +191,7 @@ def _log_summary(run: Path, steps: int) -> dict:
     log = read_log(run / LOG)
     if not log:
         raise ValueError(f"{run / LOG}: the training log is empty")
-    return {"steps": steps, "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"], "log": str(run / LOG)}
+    return {"steps": steps, "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"]}
 
 
 def _parameters(module: torch.nn.Module) -> int:
