@@ -120,3 +120,30 @@ def test_sampler_groups_like_with_like_and_deals_every_item_once():
     ranks = [EpochSampler(100, 0, DistributedContext(r, 2, r), keys, block=32).order(3) for r in (0, 1)]
     assert sorted(np.concatenate(ranks)) == list(range(100))
     np.testing.assert_array_equal(grouped, EpochSampler(100, 0, DistributedContext(), keys, block=32).order(3))
+
+
+def test_data_smaller_than_one_batch_is_an_error_not_a_hang(tmp_path):
+    from dataclasses import dataclass
+
+    from anyecg.training.loop import train
+
+    @dataclass
+    class Output:
+        loss: torch.Tensor
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, batch):
+            return Output(loss=(self.w - batch["x"]).pow(2).mean())
+
+    data = [{"x": torch.ones(1)} for _ in range(5)]
+    collate = lambda items: {"x": torch.stack([item["x"] for item in items])}  # noqa: E731
+    with pytest.raises(ValueError, match="5 items, fewer than one batch of 8"):
+        train(Tiny(), data, collate, TrainConfig(max_steps=1, batch_size=8, warmup_steps=1), tmp_path / "run",
+              model_config={})
+    metrics = train(Tiny(), data, collate, TrainConfig(max_steps=2, batch_size=5, warmup_steps=1, save_every=2), tmp_path / "ok",
+                    model_config={})
+    assert np.isfinite(metrics["loss"])

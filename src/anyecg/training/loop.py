@@ -240,6 +240,9 @@ def train(
             f"batch_size {config.batch_size} must be a positive multiple of world_size {context.world_size} "
             f"x accumulation {config.accumulation}"
         )
+    if len(dataset) // context.world_size < per_rank:  # no epoch would ever yield a full batch
+        raise ValueError(f"the training data has {len(dataset)} items, fewer than one batch of {config.batch_size} "
+                         f"per {context.world_size} process(es); lower the batch size")
     keys = dataset.group_keys() if hasattr(dataset, "group_keys") else None
     sampler = EpochSampler(len(dataset), config.seed, context, keys, block=16 * config.batch_size)
     autocast_dtype = _autocast_dtype(config, device)
