@@ -15,15 +15,14 @@ seeding and code restarts switched off, and the code usage of both is reported.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import shutil
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
+from anyecg.data.physionet import corpus_labels_csv
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import Store
 from anyecg.evaluation.tokenizer_report import held_out_metrics
@@ -32,21 +31,6 @@ from anyecg.training.loop import TrainConfig
 from anyecg.training.pretrain import pretrain_backbone, pretrain_tokenizer
 
 PRESET = "anyecg-small"
-CODE15_LABELS = ["1dAVb", "RBBB", "LBBB", "SB", "ST", "AF"]
-
-
-def labels_csv(data: Path, path: Path) -> Path:
-    """Rate, leads and labels for the two sources whose .mat files carry none."""
-    rows = []
-    for _, exam in pd.read_csv(data / "code15" / "labels.csv").iterrows():
-        labels = [name for name in CODE15_LABELS if exam[name]] or (["normal_ecg"] if exam["normal_ecg"] else [])
-        leads = ";".join(ast.literal_eval(exam["lead_order"]))
-        rows.append({"record": f"code_15_{exam['exam_id']}", "label": ";".join(labels),
-                     "fs": exam["sample_rate"], "leads": leads})
-    for mat in sorted((data / "cpsc2019" / "data").glob("*.mat")):
-        rows.append({"record": mat.stem, "label": "", "fs": 500, "leads": "unknown"})  # single unnamed lead
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
 
 
 def main() -> None:
@@ -64,7 +48,7 @@ def main() -> None:
     timings = {}
 
     start = time.perf_counter()
-    result = prepare(PrepareConfig(sources=[args.data], out=out / "store", labels_csv=labels_csv(args.data, out / "labels.csv"),
+    result = prepare(PrepareConfig(sources=[args.data], out=out / "store", labels_csv=corpus_labels_csv(args.data, out / "labels.csv"),
                                    workers=2, progress=False))
     timings["prepare_s"] = time.perf_counter() - start
     store = Store(result.store)
