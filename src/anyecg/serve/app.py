@@ -64,7 +64,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send, int(declared))
+            return await self._refuse(receive, send, int(declared))
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -73,7 +73,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                return await self._refuse(send, None)
+                return await self._refuse(receive, send, None)
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
@@ -87,7 +87,15 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send, declared: int | None) -> None:
+    async def _refuse(self, receive, send, declared: int | None) -> None:
+        # Read and drop the rest of the body first (up to the limit again): closing the connection
+        # while the client still sends makes the kernel reset it, which can destroy the 413 in flight.
+        drained = 0
+        while drained <= self.max_bytes:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+            drained += len(message.get("body", b""))
         size = f"{declared} bytes" if declared is not None else "more"
         detail = f"request body of {size} is over this server's limit of {self.max_bytes} bytes (--max-request-mb)"
         payload = json.dumps({"detail": detail}).encode()
