@@ -47,10 +47,10 @@ from anyecg.models.contract import SignalContract, to_model_input
 from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
-from anyecg.signal.recipe import Recipe
 from anyecg.tasks.beats import beat_samples, beat_windows, inter_patient_split
 from anyecg.tasks.classification import AnyECGClassifier
-from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict
+from anyecg.tasks.folders import load_finetuned_config, write_summary
+from anyecg.training.checkpoint import load_state_dict_strict
 from anyecg.training.loop import FINAL, TrainConfig, train
 
 TASK = "beats"
@@ -286,16 +286,13 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         "test_records": [str(store.manifest.iloc[r]["record_id"]) for r in split_rows(store)["test"]],
         "metrics": mean_std_over_seeds(per_seed),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    write_summary(out, summary)
     return summary
 
 
 def load_beat_model(directory: str | Path) -> tuple[BeatModel, dict]:
     """(model, config) of a fine-tuned beat folder, strictly loaded; `config["recipe"]` is its Recipe."""
-    config = load_config(directory)
-    if config.get("family") != "finetuned" or config.get("task") != TASK:
-        raise ValueError(f"{directory}: not a fine-tuned beat model (family {config.get('family')!r}, task {config.get('task')!r})")
+    config = load_finetuned_config(directory, (TASK,))
     spec = config["model"]
     if spec["kind"] == "baseline":
         net = build_baseline(spec["preset"], **spec["config"])
@@ -305,7 +302,6 @@ def load_beat_model(directory: str | Path) -> tuple[BeatModel, dict]:
         net = AnyECGBeatClassifier(Backbone(BackboneConfig(**spec["backbone"])), len(config["classes"]))
     model = BeatModel(net, np.array(config["class_weights"], dtype=np.float32))
     load_state_dict_strict(model, directory)
-    config["recipe"] = Recipe.from_json((Path(directory) / RECIPE_FILE).read_text())
     return model.eval(), config
 
 

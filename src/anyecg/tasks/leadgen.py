@@ -66,9 +66,9 @@ from anyecg.models.baselines.leadgen_gan import GanStepOutput, GanTrainConfig, G
 from anyecg.models.baselines.leadgen_linear import LeadGenOutput, LinearLeadGenerator
 from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import canonical_leads, lead_ids
-from anyecg.signal.recipe import Recipe
 from anyecg.tasks.classification import BackboneWithHead
-from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict, save_checkpoint
+from anyecg.tasks.folders import load_finetuned_config, write_summary
+from anyecg.training.checkpoint import load_state_dict_strict, save_checkpoint
 from anyecg.training.loop import FINAL, LOG, TrainConfig, train
 
 LINEAR = "leadgen_linear"
@@ -468,16 +468,13 @@ def finetune_leadgen(data: str | Path, out: str | Path, config: LeadGenFinetuneC
         "excluded_train": train_rows.excluded, "excluded_test": test_rows.excluded,
         "seeds": len(per_seed), "metrics": mean_std_over_seeds(per_seed),
     }
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    write_summary(out, summary)
     return summary
 
 
 def load_leadgen(directory: str | Path):
     """(model, config) of a fine-tuned lead generation folder, strictly loaded; `config["recipe"]` is its Recipe."""
-    config = load_config(directory)
-    if config.get("family") != "finetuned" or config.get("task") != "leadgen":
-        raise ValueError(f"{directory}: not a fine-tuned lead generator (family {config.get('family')!r}, "
-                         f"task {config.get('task')!r})")
+    config = load_finetuned_config(directory, ("leadgen",))
     spec = config["model"]
     if spec["kind"] == "baseline" and spec["preset"] in GANS:
         model = LeadGenGAN(LeadGenGANConfig(**spec["config"]))
@@ -488,7 +485,6 @@ def load_leadgen(directory: str | Path):
         else:
             model = AnyECGLeadGenerator(Backbone(BackboneConfig(**spec["backbone"])), len(config["target_leads"]))
         load_state_dict_strict(model, directory)
-    config["recipe"] = Recipe.from_json((Path(directory) / RECIPE_FILE).read_text())
     return model.eval(), config
 
 

@@ -48,7 +48,8 @@ from anyecg.signal.patching import patchify
 from anyecg.signal.recipe import Recipe
 from anyecg.tasks.labels import Sample
 from anyecg.tasks.rhythm import long_record_label, long_segments, rhythm_name
-from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict, save_checkpoint
+from anyecg.tasks.folders import load_finetuned_config, write_summary
+from anyecg.training.checkpoint import load_state_dict_strict, save_checkpoint
 
 TASK = "longecg"
 CLASSES = ["AF", "non-AF"]
@@ -335,20 +336,15 @@ def finetune_longecg(data: str | Path, out: str | Path, config: LongECGConfig) -
         "seeds": config.seeds, "window_s": encoder.window_s, "segment_s": config.segment_s, "rule": config.rule,
         "metrics": mean_std_over_seeds(per_seed),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    write_summary(out, summary)
     return summary
 
 
 def load_longecg(directory: str | Path) -> tuple[AttentionAggregator, dict]:
     """(aggregator, config) of a fine-tuned long-ECG folder, strictly loaded; `config["recipe"]` is its Recipe."""
-    config = load_config(directory)
-    if config.get("family") != "finetuned" or config.get("task") != TASK:
-        raise ValueError(f"{directory}: not a fine-tuned {TASK} model (family {config.get('family')!r}, "
-                         f"task {config.get('task')!r})")
+    config = load_finetuned_config(directory, (TASK,))
     model = AttentionAggregator(AggregatorConfig(**config["model"]["aggregator"]))
     load_state_dict_strict(model, directory)
-    config["recipe"] = Recipe.from_json((Path(directory) / RECIPE_FILE).read_text())
     return model.eval(), config
 
 

@@ -29,7 +29,7 @@ from anyecg.models.baselines import build_baseline
 from anyecg.models.contract import segments
 from anyecg.pretrained import AnyECG, token_windows
 from anyecg.signal.leads import canonical_leads
-from anyecg.signal.recipe import Recipe, preprocess
+from anyecg.signal.recipe import preprocess
 from anyecg.tasks.classification import (
     AnyECGClassifier,
     LabelledWindows,
@@ -39,7 +39,8 @@ from anyecg.tasks.classification import (
     subsample_labels,
 )
 from anyecg.tasks.labels import anomaly_label, arrhythmia_label
-from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict
+from anyecg.tasks.folders import load_finetuned_config, write_summary
+from anyecg.training.checkpoint import load_state_dict_strict
 from anyecg.training.loop import FINAL, TrainConfig, train
 
 LABEL_FUNCTIONS = {"anomaly": anomaly_label, "arrhythmia": arrhythmia_label}
@@ -116,15 +117,13 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
         "train_records": int(len(train_rows)), "test_records": int(len(test_rows)), "seeds": config.seeds,
         "label_fraction": config.label_fraction, "metrics": mean_std_over_seeds(per_seed),
     }
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2))
+    write_summary(out, summary)
     return summary
 
 
 def load_finetuned(directory: str | Path):
     """(model, config) of a fine-tuned folder, strictly loaded; `config["recipe"]` is its Recipe."""
-    config = load_config(directory)
-    if config.get("family") != "finetuned":
-        raise ValueError(f"{directory}: not a fine-tuned model (family {config.get('family')!r})")
+    config = load_finetuned_config(directory)
     spec, n_classes = config["model"], len(config["classes"])
     if spec["kind"] == "baseline":
         model = build_baseline(spec["preset"], **{**spec["config"], "num_classes": n_classes})
@@ -133,7 +132,6 @@ def load_finetuned(directory: str | Path):
     else:
         model = AnyECGClassifier(Backbone(BackboneConfig(**spec["backbone"])), n_classes)
     load_state_dict_strict(model, directory)
-    config["recipe"] = Recipe.from_json((Path(directory) / RECIPE_FILE).read_text())
     return model.eval(), config
 
 
