@@ -173,26 +173,45 @@ def family_network(family: str, config: dict) -> nn.Module:
     raise ValueError(f"family {family!r} is not one of {list(FAMILIES)}")
 
 
+def feature_dim(network: nn.Module) -> int:
+    """Width D of `network.forward_features`: ECGFounder's pooled channels, ECG-FM's model width."""
+    return network.config.num_features if isinstance(network, ECGFounder) else network.config.dim
+
+
 class FamilyClassifier(nn.Module):
     """An ECG-FM encoder or ECGFounder network, pooled features [B, D], and a fresh linear head.
 
     Same interface as the classification baselines: `forward_features(x, lead_mask)`,
     `forward_head(features)`, `config.contract`, and a batch dict in gives an output with `.loss`.
     `linear_probe=True` freezes the network (kept in eval mode, so BatchNorm statistics stay put).
+    A fine-tuned folder records it as `spec(...)` in its config.json; `from_spec` rebuilds it.
     """
 
     def __init__(self, family: str, network: nn.Module, num_classes: int, *, linear_probe: bool = False):
         super().__init__()
         self.family, self.network, self.linear_probe = family, network, linear_probe
         self.config = network.config
-        self.head = nn.Linear(self.config.num_features if family == "ecgfounder" else self.config.dim, num_classes)
+        self.head = nn.Linear(feature_dim(network), num_classes)
         if linear_probe:
             self.network.requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, num_classes: int, *, linear_probe: bool = False) -> "FamilyClassifier":
+    def from_pretrained(cls, directory: str | Path, num_classes: int, *, linear_probe: bool = False,
+                        random_init: bool = False) -> "FamilyClassifier":
+        """The run's network, or with `random_init` its architecture with fresh weights (a control)."""
         pretrained = FamilyModel.from_pretrained(directory)
-        return cls(pretrained.family, pretrained.network, num_classes, linear_probe=linear_probe)
+        network = pretrained.network
+        if random_init:
+            network = family_network(pretrained.family, network.config.to_dict())
+        return cls(pretrained.family, network, num_classes, linear_probe=linear_probe)
+
+    def spec(self, random_init: bool) -> dict:
+        return {"kind": "family", "family": self.family, "config": self.config.to_dict(), "random_init": random_init}
+
+    @classmethod
+    def from_spec(cls, spec: dict, num_classes: int) -> "FamilyClassifier":
+        """An untrained classifier shaped as `spec` says, for a fine-tuned folder's weights."""
+        return cls(spec["family"], family_network(spec["family"], spec["config"]), num_classes)
 
     def train(self, mode: bool = True) -> "FamilyClassifier":
         super().train(mode)

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from anyecg.data.store import Store, split_list
 from anyecg.evaluation.metrics import beat_metrics, mean_std_over_seeds, to_jsonable
 from anyecg.evaluation.plots import plot_confusion
-from anyecg.families import FamilyClassifier, family_network, is_family_checkpoint
+from anyecg.families import FamilyClassifier, is_family_checkpoint
 from anyecg.models.backbone import Backbone, BackboneConfig
 from anyecg.models.baselines import build_baseline
 from anyecg.models.contract import SignalContract, to_model_input
@@ -49,7 +49,7 @@ from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
 from anyecg.tasks.beats import beat_samples, beat_windows, inter_patient_split
 from anyecg.tasks.classification import AnyECGClassifier
-from anyecg.tasks.folders import load_finetuned_config, write_summary
+from anyecg.tasks.folders import CONTRACT_KINDS, load_finetuned_config, write_summary
 from anyecg.training.checkpoint import load_state_dict_strict
 from anyecg.training.loop import FINAL, TrainConfig, train
 
@@ -240,11 +240,9 @@ def _build(config: BeatConfig, weights: np.ndarray) -> tuple[BeatModel, str, Sig
         spec = {"kind": "baseline", "preset": config.baseline, "config": asdict(net.config)}
         return BeatModel(net, weights), "contract", net.config.contract, spec
     if is_family_checkpoint(config.model):  # ECG-FM / ECGFounder: the beat window padded to their input length
-        net = FamilyClassifier.from_pretrained(config.model, len(CLASSES), linear_probe=config.linear_probe)
-        if config.random_init:
-            net = FamilyClassifier(net.family, family_network(net.family, net.config.to_dict()), len(CLASSES),
-                                   linear_probe=config.linear_probe)
-        spec = {"kind": "family", "family": net.family, "config": net.config.to_dict(), "random_init": config.random_init}
+        net = FamilyClassifier.from_pretrained(config.model, len(CLASSES), linear_probe=config.linear_probe,
+                                               random_init=config.random_init)
+        spec = net.spec(config.random_init)
         return BeatModel(net, weights), "contract", net.config.contract, spec
     pretrained = AnyECG.from_pretrained(config.model)
     if pretrained.backbone is None:
@@ -297,7 +295,7 @@ def load_beat_model(directory: str | Path) -> tuple[BeatModel, dict]:
     if spec["kind"] == "baseline":
         net = build_baseline(spec["preset"], **spec["config"])
     elif spec["kind"] == "family":
-        net = FamilyClassifier(spec["family"], family_network(spec["family"], spec["config"]), len(config["classes"]))
+        net = FamilyClassifier.from_spec(spec, len(config["classes"]))
     else:
         net = AnyECGBeatClassifier(Backbone(BackboneConfig(**spec["backbone"])), len(config["classes"]))
     model = BeatModel(net, np.array(config["class_weights"], dtype=np.float32))
@@ -332,7 +330,7 @@ def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, 
                          f"from the model's {recipe.target_fs} Hz / patch {recipe.patch_size}")
     limit = config["finetune"]["max_beats_per_record"] if max_beats_per_record == -1 else max_beats_per_record
     beats, excluded_q = split_beats(store, split, config["window_s"], limit, seed=0)
-    if config["model"]["kind"] in ("baseline", "family"):
+    if config["model"]["kind"] in CONTRACT_KINDS:
         dataset = BeatWindows(store, beats, form="contract", contract=model.net.config.contract)
     else:
         dataset = BeatWindows(store, beats, form="tokens")

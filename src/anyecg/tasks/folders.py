@@ -12,6 +12,9 @@ from anyecg.signal.recipe import Recipe
 from anyecg.training.checkpoint import RECIPE_FILE, load_config
 
 SUMMARY_FILE = "summary.json"
+# Model kinds in a fine-tuned config.json that read fixed windows (`x [B, C, T]` at their contract's
+# rate) rather than AnyECG tokens.
+CONTRACT_KINDS = ("baseline", "family")
 
 
 def write_summary(out: str | Path, summary: dict) -> None:

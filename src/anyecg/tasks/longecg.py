@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from anyecg.data.store import Store, split_list
 from anyecg.evaluation.metrics import classification_metrics, mean_std_over_seeds, to_jsonable
-from anyecg.families import FamilyModel, family_network, is_family_checkpoint
+from anyecg.families import FamilyModel, family_network, feature_dim, is_family_checkpoint
 from anyecg.models.backbone import Backbone
 from anyecg.models.contract import to_model_input
 from anyecg.pretrained import AnyECG
@@ -148,9 +148,8 @@ def load_window_encoder(model: str | None, *, window_s: int = 10, random_init: b
         if random_init:
             torch.manual_seed(0)
             network = family_network(pretrained.family, network.config.to_dict())
-        config = network.config
-        dim = config.num_features if pretrained.family == "ecgfounder" else config.dim
-        return WindowEncoder(network, pretrained.recipe, window_s=int(config.window_s), dim=dim, kind=pretrained.family)
+        return WindowEncoder(network, pretrained.recipe, window_s=int(network.config.window_s), dim=feature_dim(network),
+                             kind=pretrained.family)
     pretrained = AnyECG.from_pretrained(model)
     if pretrained.backbone is None:
         raise ValueError(f"{model}: a tokenizer-only checkpoint; long-ECG recognition needs a stage-2 (pretrain) encoder")

@@ -23,7 +23,7 @@ import torch
 from anyecg.data.store import Store
 from anyecg.evaluation.metrics import classification_metrics, mean_std_over_seeds, to_jsonable
 from anyecg.evaluation.plots import plot_confusion, plot_roc_pr
-from anyecg.families import FamilyClassifier, family_network, is_family_checkpoint
+from anyecg.families import FamilyClassifier, is_family_checkpoint
 from anyecg.models.backbone import Backbone, BackboneConfig
 from anyecg.models.baselines import build_baseline
 from anyecg.models.contract import segments
@@ -39,13 +39,11 @@ from anyecg.tasks.classification import (
     subsample_labels,
 )
 from anyecg.tasks.labels import anomaly_label, arrhythmia_label
-from anyecg.tasks.folders import load_finetuned_config, write_summary
+from anyecg.tasks.folders import CONTRACT_KINDS, load_finetuned_config, write_summary
 from anyecg.training.checkpoint import load_state_dict_strict
 from anyecg.training.loop import FINAL, TrainConfig, train
 
 LABEL_FUNCTIONS = {"anomaly": anomaly_label, "arrhythmia": arrhythmia_label}
-# Models that read fixed windows (`x [B, C, T]` at their contract's rate) rather than AnyECG tokens.
-CONTRACT_KINDS = ("baseline", "family")
 
 
 @dataclass
@@ -76,12 +74,9 @@ def _build(config: FinetuneConfig, n_classes: int):
         spec = {"kind": "baseline", "preset": config.baseline, "config": asdict(model.config)}
         return model, "contract", model.config.contract, spec
     if is_family_checkpoint(config.model):  # a pretrained ECG-FM or ECGFounder run
-        model = FamilyClassifier.from_pretrained(config.model, n_classes, linear_probe=config.linear_probe)
-        if config.random_init:
-            model = FamilyClassifier(model.family, family_network(model.family, model.config.to_dict()), n_classes,
-                                     linear_probe=config.linear_probe)
-        spec = {"kind": "family", "family": model.family, "config": model.config.to_dict(), "random_init": config.random_init}
-        return model, "contract", model.config.contract, spec
+        model = FamilyClassifier.from_pretrained(config.model, n_classes, linear_probe=config.linear_probe,
+                                                 random_init=config.random_init)
+        return model, "contract", model.config.contract, model.spec(config.random_init)
     pretrained = AnyECG.from_pretrained(config.model)
     if pretrained.backbone is None:
         raise ValueError(f"{config.model}: a tokenizer-only checkpoint; fine-tuning needs a stage-2 (pretrain) checkpoint")
@@ -128,7 +123,7 @@ def load_finetuned(directory: str | Path):
     if spec["kind"] == "baseline":
         model = build_baseline(spec["preset"], **{**spec["config"], "num_classes": n_classes})
     elif spec["kind"] == "family":
-        model = FamilyClassifier(spec["family"], family_network(spec["family"], spec["config"]), n_classes)
+        model = FamilyClassifier.from_spec(spec, n_classes)
     else:
         model = AnyECGClassifier(Backbone(BackboneConfig(**spec["backbone"])), n_classes)
     load_state_dict_strict(model, directory)
