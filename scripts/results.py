@@ -155,7 +155,6 @@ def pretrain_family_run(family: str, corpus: Path, out: Path, steps: int) -> Pat
     """ECG-FM or ECGFounder pretrained on the corpus store's train split (the data the shipped AnyECG
     was pretrained on) through the shared training loop, unless `out` already holds it; an
     interrupted pretraining resumes from its last checkpoint."""
-    os.environ["TQDM_DISABLE"] = "1"
     import torch
 
     from anyecg.families import pretrain_family
@@ -248,7 +247,6 @@ def plan_runs(families: dict[str, Path]) -> list[Run]:
 
 def execute(run: Run, stores: dict[str, Path], out: Path, budget: Budget) -> dict:
     """One run in this process, through the same functions the CLI calls; returns its summary."""
-    os.environ["TQDM_DISABLE"] = "1"  # one progress line per run from the parent instead of bars from every worker
     import torch
 
     torch.set_num_threads(1)
@@ -409,13 +407,20 @@ def longecg_table(runs: list[Run], results: dict) -> str:
     return markdown_table(["frozen encoder + attention aggregator"] + [c[0] for c in columns], rows)
 
 
+def efficiency_grid(runs: list[Run]) -> dict[str, list[Run]]:
+    """Each label-efficiency row's runs, one per share of LABEL_FRACTIONS, in that order."""
+    grid: dict[str, dict[str, Run]] = {}
+    for run in runs:
+        if run.table == "efficiency":
+            grid.setdefault(run.row, {})[run.setting] = run
+    return {name: [by_setting[f"{fraction:g}"] for fraction in LABEL_FRACTIONS] for name, by_setting in grid.items()}
+
+
 def efficiency_table(runs: list[Run], results: dict) -> str:
-    names = list(dict.fromkeys(run.row for run in runs if run.table == "efficiency"))
     rows = []
-    for name in names:
+    for name, row_runs in efficiency_grid(runs).items():
         cells = [name]
-        for fraction in LABEL_FRACTIONS:
-            run = next(r for r in runs if r.table == "efficiency" and r.row == name and r.setting == f"{fraction:g}")
+        for run in row_runs:
             cells += _row_cells(results[run.key], [("auroc", ("auroc_normal_positive",), 3)])
         rows.append(cells)
     return markdown_table(["model"] + [f"AUROC, {fraction:.0%} of labels" for fraction in LABEL_FRACTIONS], rows)
@@ -428,10 +433,9 @@ def efficiency_figure(runs: list[Run], results: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name in dict.fromkeys(run.row for run in runs if run.table == "efficiency"):
+    for name, row_runs in efficiency_grid(runs).items():
         points = []
-        for fraction in LABEL_FRACTIONS:
-            run = next(r for r in runs if r.table == "efficiency" and r.row == name and r.setting == f"{fraction:g}")
+        for fraction, run in zip(LABEL_FRACTIONS, row_runs):
             value = _metric(results[run.key], "auroc_normal_positive")
             if value is not None and not math.isnan(value[0]):
                 points.append((fraction, value[0], 0.0 if math.isnan(value[1]) else value[1]))
