@@ -19,7 +19,8 @@ Time: best of `--repeats` wall-clock forward + backward runs, implementations in
 Memory: peak bytes allocated (and not yet freed) during one forward + backward, summed from the
 profiler's allocator events (`torch.profiler` with `profile_memory=True`); q, k, v already exist,
 their gradients and the output are counted (`qkv_grads_and_output_mib`, the same for every
-implementation, says how much of each peak that is). The whole module (projections included) is
+implementation, says how much of each peak that is). `attention_memory_ratio_vs_dense` compares
+what is left, the attention's own working memory (mask, scores, buffers). The whole module (projections included) is
 timed too.
 Ratios are against `dense` and `dense_math` timed in the same run. Timings are wall-clock on a
 shared 2-core machine: other processes running at the same time lower and blur them, and with
@@ -127,6 +128,7 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
         module.zero_grad(set_to_none=True)
         module(x, grid, pad_mask).square().mean().backward()
 
+    shared_mib = 4 * q.numel() * q.element_size() / 2**20  # q, k, v gradients and the output
     module_ms = best_ms({impl: (lambda impl=impl: module_step(impl)) for impl in ("dense", "structured")}, repeats)
     return {
         "grid": [n_leads, n_patches],
@@ -134,12 +136,13 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
         "batch": batch,
         "time_ms": time_ms,
         "peak_mib": peak_mib,
-        "qkv_grads_and_output_mib": round(4 * q.numel() * q.element_size() / 2**20, 2),
+        "qkv_grads_and_output_mib": round(shared_mib, 2),
         "module_time_ms": module_ms,
         "speedup_vs_dense": round(time_ms["dense"] / time_ms["structured"], 2),
         "speedup_vs_dense_math": round(time_ms["dense_math"] / time_ms["structured"], 2),
         "memory_ratio_vs_dense": round(peak_mib["dense"] / peak_mib["structured"], 2),
         "memory_ratio_vs_dense_math": round(peak_mib["dense_math"] / peak_mib["structured"], 2),
+        "attention_memory_ratio_vs_dense": round((peak_mib["dense"] - shared_mib) / (peak_mib["structured"] - shared_mib), 2),
         "module_speedup_vs_dense": round(module_ms["dense"] / module_ms["structured"], 2),
     }
 

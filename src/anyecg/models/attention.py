@@ -99,7 +99,7 @@ def _structured_key_bias(
 ) -> Tensor:
     """Additive score bias of the structured layout: float32 [B|1, L, P, P + (2w+1) * L], 0 or -inf.
 
-    Last axis: the P keys of the query's own lead, then for each window offset o in [-w, w] the key
+    pad_mask: bool [B, N] of the elements concerned (None: no padding, batch axis 1). Last axis: the P keys of the query's own lead, then for each window offset o in [-w, w] the key
     (j', k + o) of every lead j'. The own lead is excluded from the window part (it is in the
     same-lead part already), as are seconds outside [0, P) and padded keys. A query may always
     attend to itself. (A float bias, not a bool mask: adding it is ~10x cheaper than masked_fill.)
@@ -193,23 +193,27 @@ class _StructuredCMA(torch.autograd.Function):
         """(first row, last row + 1, score bias of its batch elements) of every chunk.
 
         Row r belongs to batch element r // heads; a chunk holds either whole batch elements or
-        some heads of one element, so its bias is a slice, never a gathered copy.
+        some heads of one element. The bias is built per chunk, or once per element shared by its
+        chunks, so it never outgrows a chunk's scores (a whole batch's would be B x L x P x S).
         """
         rows, L, P, _ = ctx.shape
-        bias, heads = ctx.bias, ctx.heads
-        size = max(1, _CHUNK_SCORES // (L * P * bias.shape[-1]))
-        if bias.shape[0] == 1:
+        pad, heads, w = ctx.pad_mask, ctx.heads, ctx.tolerance
+        device = ctx.device
+        size = max(1, _CHUNK_SCORES // (L * P * (P + L * (2 * w + 1))))
+        if pad is None:
+            bias = _structured_key_bias(L, P, w, None, device)  # [1, L, P, S], shared by every row
             for r0 in range(0, rows, size):
                 yield r0, min(rows, r0 + size), bias
         elif size >= heads:
             size -= size % heads
             for r0 in range(0, rows, size):
                 r1 = min(rows, r0 + size)
-                yield r0, r1, bias[r0 // heads : r1 // heads]
+                yield r0, r1, _structured_key_bias(L, P, w, pad[r0 // heads : r1 // heads], device)
         else:
-            for b in range(bias.shape[0]):
+            for b in range(pad.shape[0]):
+                bias = _structured_key_bias(L, P, w, pad[b : b + 1], device)  # [1, L, P, S]
                 for h0 in range(0, heads, size):
-                    yield b * heads + h0, b * heads + min(heads, h0 + size), bias[b : b + 1]
+                    yield b * heads + h0, b * heads + min(heads, h0 + size), bias
 
     @staticmethod
     def _dropout_keep(ctx, r0, shape, device):
@@ -218,11 +222,11 @@ class _StructuredCMA(torch.autograd.Function):
         return torch.rand(shape, generator=gen, device=device) >= ctx.dropout_p
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, heads, tolerance, dropout_p):
-        # q, k, v: [R, L, P, hd], R = B * heads; bias: [B|1, L, P, S]
+    def forward(ctx, q, k, v, pad_mask, heads, tolerance, dropout_p):
+        # q, k, v: [R, L, P, hd], R = B * heads; pad_mask: bool [B, N] or None
         ctx.shape, ctx.heads, ctx.tolerance, ctx.dropout_p = q.shape, heads, tolerance, dropout_p
         ctx.scale = q.shape[-1] ** -0.5
-        ctx.bias = bias
+        ctx.pad_mask, ctx.device = pad_mask, q.device
         ctx.seed = int(torch.randint(0, 2**62, ())) if dropout_p > 0 else 0
         out = torch.empty(v.shape, dtype=v.dtype, device=v.device)  # [R, L, P, hd]
         with torch.autocast(q.device.type, enabled=False):  # compute in the inputs' dtype
@@ -336,8 +340,7 @@ def structured_attention(
     B, H, N, hd = q.shape
     L, P = grid
     q, k, v = (t.reshape(B * H, L, P, hd).contiguous() for t in (q, k, v))
-    bias = _structured_key_bias(L, P, tolerance, pad_mask, q.device)  # [B|1, L, P, S]
-    out = _StructuredCMA.apply(q, k, v, bias, H, tolerance, dropout_p)  # [B*H, L, P, hd]
+    out = _StructuredCMA.apply(q, k, v, pad_mask, H, tolerance, dropout_p)  # [B*H, L, P, hd]
     return out.reshape(B, H, N, hd)
 
 
