@@ -146,8 +146,9 @@ def load_window_encoder(model: str | None, *, window_s: int = 10, random_init: b
         pretrained = FamilyModel.from_pretrained(model)
         network = pretrained.network
         if random_init:
-            torch.manual_seed(0)
-            network = family_network(pretrained.family, network.config.to_dict())
+            with torch.random.fork_rng(devices=[]):  # the same control every time, the caller's RNG untouched
+                torch.manual_seed(0)
+                network = family_network(pretrained.family, network.config.to_dict())
         return WindowEncoder(network, pretrained.recipe, window_s=int(network.config.window_s), dim=feature_dim(network),
                              kind=pretrained.family)
     pretrained = AnyECG.from_pretrained(model)
@@ -155,8 +156,9 @@ def load_window_encoder(model: str | None, *, window_s: int = 10, random_init: b
         raise ValueError(f"{model}: a tokenizer-only checkpoint; long-ECG recognition needs a stage-2 (pretrain) encoder")
     backbone = pretrained.backbone
     if random_init:
-        torch.manual_seed(0)
-        backbone = Backbone(backbone.config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            backbone = Backbone(backbone.config)
     return WindowEncoder(backbone, pretrained.recipe, window_s=window_s, dim=backbone.config.dim, kind="anyecg")
 
 
