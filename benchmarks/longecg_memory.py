@@ -105,7 +105,8 @@ def child(store_dir: str, index: int, mode: str, window_s: int) -> dict:
     import torch
 
     from anyecg.data.store import Store, split_list
-    from anyecg.tasks.longecg import embed_stream, load_window_encoder, window_bounds
+    from anyecg.signal.patching import window_bounds
+    from anyecg.tasks.longecg import embed_stream, load_window_encoder
 
     torch.set_num_threads(1)
     store = Store(store_dir)

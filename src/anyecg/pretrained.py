@@ -20,7 +20,7 @@ import torch
 from anyecg.models.backbone import Backbone, BackboneConfig
 from anyecg.models.tokenizer import Tokenizer, TokenizerConfig
 from anyecg.signal.leads import canonical_leads, lead_ids
-from anyecg.signal.patching import max_seconds_for_budget, patchify
+from anyecg.signal.patching import max_seconds_for_budget, patchify, window_bounds
 from anyecg.signal.recipe import Recipe, preprocess
 from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict, save_checkpoint
 from anyecg.training.pretrain import MaskedCodeModel, model_config
@@ -35,6 +35,8 @@ def token_windows(signal: np.ndarray, fs: float, leads: list[str], recipe: Recip
     signal = np.asarray(signal, dtype=np.float32)
     if signal.ndim != 2 or signal.shape[0] != len(leads):
         raise ValueError(f"signal shape {signal.shape} does not match {len(leads)} lead names {list(leads)}")
+    if signal.shape[1] == 0:
+        raise ValueError(f"signal of shape {signal.shape} has no samples")
     if not np.isfinite(signal).all():
         raise ValueError(f"signal has {int((~np.isfinite(signal)).sum())} NaN/inf samples")
     if fs <= 0:
@@ -43,8 +45,8 @@ def token_windows(signal: np.ndarray, fs: float, leads: list[str], recipe: Recip
     ids = torch.from_numpy(lead_ids(canonical_leads(list(leads))))[None]  # [1, L]
     size = window_s * recipe.patch_size
     batches = []
-    for start in range(0, clean.shape[1], size):
-        patches, _ = patchify(clean[:, start : start + size], recipe.patch_size)  # [L, P, S]
+    for start, stop in window_bounds(0, clean.shape[1], size):
+        patches, _ = patchify(clean[:, start:stop], recipe.patch_size)  # [L, P, S]
         batches.append({
             "patches": torch.from_numpy(patches)[None],  # [1, L, P, S]
             "lead_ids": ids,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anyecg.signal.normalize import apply_normalization, normalization_stats, normalize
-from anyecg.signal.patching import max_seconds_for_budget, patchify, unpatchify
+from anyecg.signal.patching import max_seconds_for_budget, patchify, unpatchify, window_bounds
 from anyecg.signal.recipe import Recipe
 
 
@@ -91,3 +91,11 @@ def test_token_budget():
         max_seconds_for_budget(0)
     with pytest.raises(ValueError, match="2000 leads"):
         max_seconds_for_budget(2000)
+
+
+def test_window_bounds_tile_the_span_with_a_shorter_last_window():
+    np.testing.assert_array_equal(window_bounds(100, 1000, 300), [[100, 400], [400, 700], [700, 1000]])
+    np.testing.assert_array_equal(window_bounds(0, 701, 300), [[0, 300], [300, 600], [600, 701]])
+    np.testing.assert_array_equal(window_bounds(5, 6, 300), [[5, 6]])
+    with pytest.raises(ValueError, match=r"need size > 0 and stop > start, got size 300, \[10, 10\)"):
+        window_bounds(10, 10, 300)

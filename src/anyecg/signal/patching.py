@@ -58,3 +58,11 @@ def max_seconds_for_budget(n_leads: int, token_budget: int = DEFAULT_TOKEN_BUDGE
     if patches_per_lead < 1:
         raise ValueError(f"{n_leads} leads do not fit in a budget of {token_budget} tokens (one patch each)")
     return int(patches_per_lead * patch_seconds)
+
+
+def window_bounds(start: int, stop: int, size: int) -> np.ndarray:
+    """int64 [S, 2]: consecutive `size`-sample windows tiling `[start, stop)`, the last one shorter."""
+    if size <= 0 or stop <= start:
+        raise ValueError(f"need size > 0 and stop > start, got size {size}, [{start}, {stop})")
+    starts = np.arange(start, stop, size, dtype=np.int64)  # [S]
+    return np.stack([starts, np.minimum(starts + size, stop)], axis=1)

@@ -44,7 +44,7 @@ from anyecg.models.backbone import Backbone
 from anyecg.models.contract import to_model_input
 from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
-from anyecg.signal.patching import patchify
+from anyecg.signal.patching import patchify, window_bounds
 from anyecg.signal.recipe import Recipe
 from anyecg.tasks.labels import Sample
 from anyecg.tasks.rhythm import long_record_label, long_segments, rhythm_name
@@ -95,14 +95,6 @@ def long_examples(store: Store, rows: np.ndarray | None = None, segment_s: float
 
 
 # ---------------------------------------------------------------------------------------- embedding
-
-
-def window_bounds(start: int, stop: int, size: int) -> np.ndarray:
-    """int64 [S, 2]: consecutive `size`-sample windows tiling `[start, stop)`, the last one shorter."""
-    if size <= 0 or stop <= start:
-        raise ValueError(f"need size > 0 and stop > start, got size {size}, [{start}, {stop})")
-    starts = np.arange(start, stop, size, dtype=np.int64)  # [S]
-    return np.stack([starts, np.minimum(starts + size, stop)], axis=1)
 
 
 class WindowEncoder:
