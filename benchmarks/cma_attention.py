@@ -3,7 +3,7 @@
     python benchmarks/cma_attention.py [--repeats N] [--tolerance W] [--threads T]
 
 Three token grids (leads x seconds): 12 x 10 (N = 120, a 10 s 12-lead ECG), 12 x 85 (N = 1024, the
-longest 12-lead window), 16 x 256 (N = 4096), 8 heads of 32 (dim 256). Batches have ragged ends
+longest 12-lead window; at batch 4 and 16), 16 x 256 (N = 4096), 8 heads of 32 (dim 256). Batches have ragged ends
 (element b loses its last b % 4 seconds on every lead), as a collated training batch does.
 
 Three exact implementations of the same attention, on the same q, k, v:
@@ -44,7 +44,12 @@ from torch.profiler import ProfilerActivity, profile
 from anyecg.models.attention import CrossMaskAttention, dense_attention, structured_attention
 
 DIM, HEADS = 256, 8
-GRIDS = {"n120_12x10": (12, 10, 32), "n1024_12x85": (12, 85, 4), "n4096_16x256": (16, 256, 1)}
+GRIDS = {
+    "n120_12x10": (12, 10, 32),
+    "n1024_12x85": (12, 85, 4),
+    "n1024_12x85_batch16": (12, 85, 16),  # the dense mask grows with the batch, the structured buffers do not
+    "n4096_16x256": (16, 256, 1),
+}
 
 
 def ragged_pad_mask(batch: int, n_leads: int, n_patches: int) -> torch.Tensor:
