@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from anyecg.models import attention
-from anyecg.models.attention import CrossMaskAttention, cross_mask, dense_attention, structured_attention
+from anyecg.models.attention import CrossMaskAttention, cross_mask, dense_attention, resolve_impl, structured_attention
 
 # (leads, seconds, tolerance): every lead count 1, 2, 3, 12, 15, every patch count 1, 2, 7, 30, 85
 # and every tolerance 0, 1, 2, 5 appears, with windows wider than the record among them.
@@ -285,6 +285,38 @@ def test_bfloat16_autocast_on_cpu():
     assert_agree(results["structured"][0], y32, tol=3e-2)
     assert_agree(results["structured"][0], results["dense"][0], tol=3e-2)
     assert_agree(results["structured"][1], results["dense"][1], tol=5e-2 * results["dense"][1].abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "grid,tolerance,expected",
+    [
+        ((12, 85), 1, "structured"),  # saving 1020 / (85 + 36) = 8.4
+        ((12, 30), 1, "structured"),  # 360 / 66 = 5.45
+        ((12, 20), 1, "dense"),  # 240 / 56 = 4.3
+        ((12, 10), 1, "dense"),  # 120 / 46 = 2.6
+        ((12, 85), 5, "dense"),  # 1020 / (85 + 132) = 4.7
+        ((1, 1024), 0, "dense"),  # 1024 / 1025 < 1
+        ((16, 256), 1, "structured"),  # 4096 / 304 = 13.5
+    ],
+)
+def test_auto_picks_by_the_score_saving(grid, tolerance, expected):
+    assert resolve_impl("auto", grid, tolerance) == expected
+    assert resolve_impl("dense", grid, tolerance) == "dense"
+    assert resolve_impl("structured", grid, tolerance) == "structured"
+
+
+@pytest.mark.parametrize("grid", [(12, 10), (12, 30)])
+def test_auto_gives_exactly_the_chosen_implementation(grid):
+    torch.manual_seed(11)
+    module = CrossMaskAttention(dim=16, n_heads=2).eval()
+    x = torch.randn(2, grid[0] * grid[1], 16)
+    pad = torch.zeros(2, grid[0] * grid[1], dtype=torch.bool)
+    pad[1, -grid[0]:] = True
+    with torch.no_grad():
+        auto = module(x, grid, pad)
+        module.impl = resolve_impl("auto", grid, module.tolerance)
+        chosen = module(x, grid, pad)
+    assert torch.equal(auto, chosen)
 
 
 def test_bad_inputs_are_reported_with_their_values():

@@ -18,8 +18,10 @@ Two exact implementations share one set of weights:
   its working memory stays small. It computes in the dtype of q, k, v; the softmax runs in
   float32 (float64 for float64 inputs).
 
-`benchmarks/cma_attention.py` times both on CPU: for short inputs (12 x 10 tokens) the dense path
-is faster, from a few hundred tokens on the structured one is.
+`benchmarks/cma_attention.py` times both on CPU. The structured path wins where it saves many
+scores: N / (P + (2w+1) L) is 8.4 for 12 leads x 85 s (2.3x faster) but 2.6 for 12 x 10 s and
+below 2 for one or two leads, where PyTorch's fused dense kernel is faster. `"auto"` (the module's
+default) takes the structured path from a saving of `AUTO_MIN_SAVING` on, the dense one below.
 """
 
 from __future__ import annotations
@@ -28,7 +30,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IMPLS = ("structured", "dense")
+IMPLS = ("auto", "structured", "dense")
+
+# Score saving N / (P + (2w+1) L) from which "auto" runs the structured path. Measured on CPU (1 and
+# 2 threads, whole module forward + backward, ~4k tokens a batch): dense faster up to a saving of
+# ~4.4 (12 x 20 s, 6 x 50 s), structured faster from ~5.5 (12 x 30 s: 1.04-1.08x; 12 x 85 s: 1.7x).
+AUTO_MIN_SAVING = 5.0
+
+
+def resolve_impl(impl: str, grid: tuple[int, int], tolerance: int) -> str:
+    """The implementation that runs for `impl` on an (L, P) grid: "auto" picks by the score saving."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl != "auto":
+        return impl
+    n_leads, n_patches = grid
+    saving = n_leads * n_patches / (n_patches + (2 * tolerance + 1) * n_leads)
+    return "structured" if saving >= AUTO_MIN_SAVING else "dense"
 
 
 def _check_grid(n_tokens: int, grid: tuple[int, int], pad_mask: Tensor | None, batch: int | None) -> None:
@@ -350,8 +368,9 @@ class CrossMaskAttention(nn.Module):
     Q, K and V are bias-free projections (the paper's W_Q, W_K, W_V). Q and K then get a LayerNorm
     over each head's dimension (QK-norm, as in LaBraM and ViT-22B; it bounds the attention logits),
     V does not (paper). Scores are scaled by 1 / sqrt(head_dim). `dropout` drops attention weights
-    during training. `impl` picks "structured" (default) or the "dense" reference; both use the
-    same parameters and may be switched by assigning `module.impl`.
+    during training. `impl` picks "structured", the "dense" reference, or "auto" (default: whichever
+    is faster for the call's grid, see `resolve_impl`); all use the same parameters and give the
+    same result, and may be switched by assigning `module.impl`.
     """
 
     def __init__(
@@ -361,7 +380,7 @@ class CrossMaskAttention(nn.Module):
         tolerance: int = 1,
         qk_norm: bool = True,
         dropout: float = 0.0,
-        impl: str = "structured",
+        impl: str = "auto",
     ):
         super().__init__()
         if dim % n_heads != 0:
@@ -386,14 +405,13 @@ class CrossMaskAttention(nn.Module):
         if D != self.dim:
             raise ValueError(f"expected token dim {self.dim}, got x of shape {tuple(x.shape)}")
         _check_grid(N, grid, pad_mask, B)
-        if self.impl not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS}, got {self.impl!r}")
+        impl = resolve_impl(self.impl, grid, self.tolerance)
         qkv = self.qkv(x).view(B, N, 3, self.n_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, hd]
         q, k = self.q_norm(q), self.k_norm(k)
         dropout_p = self.dropout if self.training else 0.0
         q, k = q.to(v.dtype), k.to(v.dtype)  # QK-norm runs in float32 under autocast
-        attend = dense_attention if self.impl == "dense" else structured_attention
+        attend = dense_attention if impl == "dense" else structured_attention
         out = attend(q, k, v, grid, self.tolerance, pad_mask, dropout_p)  # [B, H, N, hd]
         out = out.transpose(1, 2).reshape(B, N, D)  # [B, N, D]
         return self.proj(out)

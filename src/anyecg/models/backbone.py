@@ -47,7 +47,7 @@ class BackboneConfig:
     mask_ratio: float = 0.5  # r: fraction of real tokens masked per recording
     symmetric_mask: bool = False
     dropout: float = 0.0
-    attn_impl: str = "structured"
+    attn_impl: str = "auto"  # CMA implementation: "auto", "structured" or "dense" (same result)
     patch_size: int = PATCH_SIZE
     max_tokens: int = MAX_TOKENS
 

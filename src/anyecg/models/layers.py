@@ -187,7 +187,7 @@ class Block(nn.Module):
         mlp_ratio: float = 4.0,
         tolerance: int = 1,
         dropout: float = 0.0,
-        attn_impl: str = "structured",
+        attn_impl: str = "auto",
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)

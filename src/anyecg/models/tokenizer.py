@@ -62,7 +62,7 @@ class TokenizerConfig:
     age_mean: float = 50.0  # age is regressed as (age - mean) / std
     age_std: float = 20.0
     dropout: float = 0.0
-    attn_impl: str = "structured"
+    attn_impl: str = "auto"  # CMA implementation: "auto", "structured" or "dense" (same result)
     patch_size: int = PATCH_SIZE
     max_tokens: int = MAX_TOKENS
 
