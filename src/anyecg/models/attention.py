@@ -117,7 +117,8 @@ def _structured_key_bias(
 ) -> Tensor:
     """Additive score bias of the structured layout: float32 [B|1, L, P, P + (2w+1) * L], 0 or -inf.
 
-    pad_mask: bool [B, N] of the elements concerned (None: no padding, batch axis 1). Last axis: the P keys of the query's own lead, then for each window offset o in [-w, w] the key
+    pad_mask: bool [B, N] of the elements concerned (None: no padding, batch axis 1).
+    Last axis: the P keys of the query's own lead, then for each window offset o in [-w, w] the key
     (j', k + o) of every lead j'. The own lead is excluded from the window part (it is in the
     same-lead part already), as are seconds outside [0, P) and padded keys. A query may always
     attend to itself. (A float bias, not a bool mask: adding it is ~10x cheaper than masked_fill.)
