@@ -3,8 +3,9 @@
     python benchmarks/cma_attention.py [--repeats N] [--tolerance W] [--threads T]
 
 Three token grids (leads x seconds): 12 x 10 (N = 120, a 10 s 12-lead ECG), 12 x 85 (N = 1024, the
-longest 12-lead window; at batch 4 and 16), 16 x 256 (N = 4096), 8 heads of 32 (dim 256). Batches have ragged ends
-(element b loses its last b % 4 seconds on every lead), as a collated training batch does.
+longest 12-lead window; at batch 4 and 16), 16 x 256 (N = 4096), 8 heads of 32 (dim 256). Batches
+have ragged ends (element b loses its last b % 4 seconds on every lead), as a collated training
+batch does.
 
 Three exact implementations of the same attention, on the same q, k, v:
 - `dense`: the module's reference path, the N x N mask from `cross_mask` through
@@ -20,8 +21,8 @@ Memory: peak bytes allocated (and not yet freed) during one forward + backward, 
 profiler's allocator events (`torch.profiler` with `profile_memory=True`); q, k, v already exist,
 their gradients and the output are counted (`qkv_grads_and_output_mib`, the same for every
 implementation, says how much of each peak that is). `attention_memory_ratio_vs_dense` compares
-what is left, the attention's own working memory (mask, scores, buffers). The whole module (projections included) is
-timed too.
+what is left, the attention's own working memory (mask, scores, buffers). The whole module
+(projections included) is timed too.
 Ratios are against `dense` and `dense_math` timed in the same run. Timings are wall-clock on a
 shared 2-core machine: other processes running at the same time lower and blur them, and with
 more than one intra-op thread a busy machine slows the structured path (many small ops, each a
@@ -124,6 +125,7 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
             t.grad = None
 
     peak_mib = {impl: round(peak_bytes(steps[impl], before=clear_grads) / 2**20, 2) for impl in impls}
+    shared_mib = 4 * q.numel() * q.element_size() / 2**20  # q, k, v gradients and the output
 
     module = CrossMaskAttention(DIM, HEADS, tolerance=tolerance)
     x = torch.randn(batch, n_tokens, DIM, requires_grad=True)
@@ -133,7 +135,6 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
         module.zero_grad(set_to_none=True)
         module(x, grid, pad_mask).square().mean().backward()
 
-    shared_mib = 4 * q.numel() * q.element_size() / 2**20  # q, k, v gradients and the output
     module_ms = best_ms({impl: (lambda impl=impl: module_step(impl)) for impl in ("dense", "structured")}, repeats)
     return {
         "grid": [n_leads, n_patches],
@@ -147,7 +148,9 @@ def measure(n_leads: int, n_patches: int, batch: int, tolerance: int, repeats: i
         "speedup_vs_dense_math": round(time_ms["dense_math"] / time_ms["structured"], 2),
         "memory_ratio_vs_dense": round(peak_mib["dense"] / peak_mib["structured"], 2),
         "memory_ratio_vs_dense_math": round(peak_mib["dense_math"] / peak_mib["structured"], 2),
-        "attention_memory_ratio_vs_dense": round((peak_mib["dense"] - shared_mib) / (peak_mib["structured"] - shared_mib), 2),
+        "attention_memory_ratio_vs_dense": round(
+            (peak_mib["dense"] - shared_mib) / (peak_mib["structured"] - shared_mib), 2
+        ),
         "module_speedup_vs_dense": round(module_ms["dense"] / module_ms["structured"], 2),
     }
 

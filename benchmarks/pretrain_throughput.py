@@ -12,14 +12,15 @@ FLOPs per step are counted, not estimated: `torch.utils.flop_counter.FlopCounter
 step sums the FLOPs of every matrix multiply and convolution, forward and backward. The count runs
 with the structured CMA whatever `--attn-impl` times, so it holds the model's FLOPs (the scores
 CMA allows), not masked-out work (and PyTorch's fused CPU attention kernel, which the counter does
-not see, cannot hide any). MFU = model FLOPs per step / measured
-seconds per step / the device's peak FLOP/s: `--peak-tflops`, else the dense bf16 tensor-core
+not see, cannot hide any). MFU = model FLOPs per step / measured seconds per step / the device's
+peak FLOP/s: `--peak-tflops`, else the dense bf16 tensor-core
 peak of a known GPU (table below); none is assumed for a CPU. Time: mean of `--steps` steps after
 `--warmup` steps, synchronised. On a GPU the peak memory allocated is reported too.
 
-`--attn-impl dense` runs CMA through the dense mask and PyTorch's fused attention kernels (on a
-GPU usually the faster choice); the default is the model's own, structured. The last line printed
-is one JSON object.
+`--attn-impl dense` runs CMA through the dense mask and PyTorch's fused attention kernels,
+`structured` through the structured path; the default is the model's own, "auto" (structured for
+this 12 x 85 grid). `attn_impl` in the result is the path that ran. The last line printed is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from anyecg.models.attention import CrossMaskAttention
+from anyecg.models.attention import CrossMaskAttention, resolve_impl
 from anyecg.models.presets import build_backbone, build_tokenizer
 from anyecg.training.pretrain import MaskedCodeModel
 
@@ -117,7 +118,7 @@ def measure(preset: str, batch: int, steps: int, warmup: int, precision: str, at
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "precision": precision,
-        "attn_impl": timed_impl,
+        "attn_impl": resolve_impl(timed_impl, (N_LEADS, N_SECONDS), attention[0].tolerance),
         "batch": batch,
         "tokens_per_step": tokens,
         "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),
@@ -139,7 +140,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
-    parser.add_argument("--attn-impl", choices=["structured", "dense"], default=None)
+    parser.add_argument("--attn-impl", choices=["auto", "structured", "dense"], default=None)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
     parser.add_argument("--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)")

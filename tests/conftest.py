@@ -1,9 +1,12 @@
-"""Shared fixtures: the real PhysioNet recordings that sit beside the repository in ../shared/data."""
+"""Shared fixtures: the real PhysioNet recordings that sit beside the repository in ../shared/data,
+and the repository's scripts loaded as modules."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +31,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """`load(relative_path)`: a repository script (scripts/, benchmarks/) imported as a module."""
+    loaded = []
+
+    def load(relative_path: str):
+        path = REPO_ROOT / relative_path
+        spec = importlib.util.spec_from_file_location(f"{path.stem}_script", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the script loads
+        spec.loader.exec_module(module)
+        loaded.append(spec.name)
+        return module
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,6 @@
 """scripts/results.py, the docs/results.md generator: its data, splits, run plan and tables."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,17 +12,10 @@ from anyecg.io import read_record
 from anyecg.tasks.beats import DS1, DS2
 from anyecg.tasks.rhythm import window_anomaly_labels
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results.py"
-
 
 @pytest.fixture(scope="module")
-def results():
-    spec = importlib.util.spec_from_file_location("results_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script loads
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def results(load_script):
+    return load_script("scripts/results.py")
 
 
 def test_splits_are_patient_level_and_follow_ds1_ds2(results):
