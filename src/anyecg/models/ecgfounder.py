@@ -310,22 +310,33 @@ _REFERENCE_NAMES = [
 _REFERENCE_BATCH_NORM = re.compile(r"(^first_bn\.|\.bn[123]\.)")
 
 
-def load_reference_weights(model: ECGFounder, state_dict: Mapping[str, Tensor], *, include_head: bool = True) -> list[str]:
+def _at_batch_norm_default(name: str, value: Tensor) -> bool:
+    """True when a BatchNorm entry still holds its initial value (the layer never trained)."""
+    field = name.rsplit(".", 1)[-1]
+    default = {"weight": 1.0, "running_var": 1.0, "bias": 0.0, "running_mean": 0.0, "num_batches_tracked": 0.0}
+    return field in default and bool((value == default[field]).all())
+
+
+def load_reference_weights(
+    model: ECGFounder, state_dict: Mapping[str, Tensor], *, include_head: bool = True, source: str = "Net1D state dict"
+) -> list[str]:
     """Load a state dict of the public Net1D (e.g. the released ECGFounder checkpoints) into `model`.
 
-    BatchNorm entries the model does not use (all of them when `use_bn` is False; the first block's
-    bn1 always) are skipped and returned; any other missing, unexpected or misshaped name raises.
-    `include_head=False` keeps the model's own head (fine-tuning on other classes).
+    `module.` prefixes (DataParallel) are dropped. BatchNorm entries the model does not use (all
+    of them when `use_bn` is False; the first block's bn1 always) must hold their initial values
+    (weight 1, bias 0, running mean 0, variance 1, no batches): they are skipped and returned. A
+    checkpoint whose unused BatchNorm layers did train, or with any missing, unexpected or
+    misshaped name, raises, listing them. `include_head=False` keeps the model's own head.
     """
-    converted, skipped = {}, []
+    converted, skipped, trained_norms = {}, [], []
     expected = model.state_dict()
     for name, value in state_dict.items():
-        name = name.removeprefix("module.")  # saved from DataParallel
+        name = name.removeprefix("module.")
         if not include_head and name.startswith("dense."):
             continue
         ours = next((pattern.sub(target, name) for pattern, target in _REFERENCE_NAMES if pattern.fullmatch(name)), None)
         if ours not in expected and _REFERENCE_BATCH_NORM.search(name):
-            skipped.append(name)
+            (skipped if _at_batch_norm_default(name, value) else trained_norms).append(name)
         else:
             converted[ours if ours is not None else name] = value
     needed = {k for k in expected if include_head or not k.startswith("head.")}
@@ -334,10 +345,15 @@ def load_reference_weights(model: ECGFounder, state_dict: Mapping[str, Tensor], 
         f"{k}: {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
         for k, v in converted.items() if k in expected and v.shape != expected[k].shape
     ]
+    if trained_norms:
+        raise ValueError(
+            f"{source}: BatchNorm entries the network does not use (use_bn {model.config.use_bn}) are not at "
+            f"their initial values, so the checkpoint was trained with them: {sorted(trained_norms)[:10]}"
+        )
     if missing or unexpected or misshaped:
         raise ValueError(
-            f"Net1D state dict does not match the model ({len(model.config.leads)} leads, "
-            f"filters {list(model.config.filter_list)}); missing {missing[:10]}, unexpected {unexpected[:10]}, "
+            f"{source} does not match the model ({len(model.config.leads)} leads, "
+            f"filters {list(model.config.filter_list)}): missing {missing[:10]}, unexpected {unexpected[:10]}, "
             f"misshaped {misshaped[:10]}"
         )
     model.load_state_dict(converted, strict=include_head)
