@@ -84,7 +84,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                    help="beats: MIT-BIH AAMI beat classes, trained on DS1 records and tested on DS2")
     p.add_argument("--data", required=True, type=Path, help="prepared store; labels from its manifest")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--model", type=Path, help="AnyECG checkpoint (default: the one shipped in the package)")
+    p.add_argument("--model", help="AnyECG, ECG-FM or ECGFounder checkpoint folder, a published checkpoint file, "
+                   "or hf://OWNER/REPO/FILE (default: the AnyECG model shipped in the package)")
     p.add_argument("--baseline", help="train this baseline preset instead (see `anyecg models`)")
     p.add_argument("--random-init", action="store_true", help="AnyECG encoder with random weights (control)")
     p.add_argument("--linear-probe", action="store_true", help="freeze the encoder, train only the head")
@@ -183,16 +184,58 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_use(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-record class probabilities from a fine-tuned model")
     p.add_argument("paths", nargs="+", help="record files, folders or globs")
-    p.add_argument("--model", required=True, type=Path, help="fine-tuned model folder (finetune's seed-K/final)")
+    p.add_argument("--model", required=True, help="fine-tuned model folder (finetune's seed-K/final), or a published "
+                   "classifier: 12_lead_ECGFounder.pth, mimic_iv_ecg_finetuned.pt, hf://OWNER/REPO/FILE, or its converted folder")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--top", type=int, default=10, help="published classifiers, table format: findings shown per record")
     p.add_argument("--fs", type=float, help="sampling rate for formats that carry none")
     p.add_argument("--leads", type=_lead_list, help="lead names for formats that carry none")
     p = sub.add_parser("embed", help="one embedding per record (any rate, leads, length) to .npy or .parquet")
     p.add_argument("paths", nargs="+", help="record files, folders or globs")
     p.add_argument("--out", required=True, type=Path, help="FILE.npy or FILE.parquet")
-    p.add_argument("--model", type=Path, help="AnyECG checkpoint (default: the one shipped in the package)")
+    p.add_argument("--model", help="AnyECG checkpoint (default: the one shipped in the package), an ECG-FM or "
+                   "ECGFounder checkpoint folder, a published checkpoint file, or hf://OWNER/REPO/FILE")
     p.add_argument("--fs", type=float, help="sampling rate for formats that carry none")
     p.add_argument("--leads", type=_lead_list, help="lead names for formats that carry none")
+
+
+def _published_classifier(model: str):
+    """The FamilyModel when `model` is a published classifier (file, hf:// name or converted folder), else None."""
+    from anyecg.families import FamilyModel, is_family_checkpoint
+
+    if not is_family_checkpoint(model):
+        return None
+    family = FamilyModel.from_pretrained(model)
+    if family.labels is None:
+        raise ValueError(f"{model}: this {family.family} network has no published classifier head; predict needs "
+                         "a classifier (a published one, or anyecg finetune --model ...)")
+    return family
+
+
+def _predict_published(args: argparse.Namespace, family) -> int:
+    """Every label's probability by name, top findings first."""
+    rows = []
+    for path, record, problem in _records(args):
+        if record is None:
+            print(f"skipped {path}: {problem}", file=sys.stderr)
+            continue
+        probabilities = family.predict(record.signal, record.fs, record.raw_leads or record.leads)
+        order = probabilities.argsort()[::-1]
+        rows.append({"record": record.record_id, "source": str(path),
+                     "findings": [{"label": family.labels[k], "probability": round(float(probabilities[k]), 6)} for k in order]})
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        print("record,rank,label,probability")
+        for row in rows:
+            for rank, finding in enumerate(row["findings"], 1):
+                print(f"{row['record']},{rank},\"{finding['label']}\",{finding['probability']}")
+    else:
+        for row in rows:
+            print(row["record"])
+            for finding in row["findings"][: args.top]:
+                print(f"  {finding['probability']:.3f}  {finding['label']}")
+    return 0 if rows else 2
 
 
 def _records(args: argparse.Namespace):
@@ -213,6 +256,9 @@ def _records(args: argparse.Namespace):
 def cmd_predict(args: argparse.Namespace) -> int:
     from anyecg.tasks.runner import load_finetuned, predict_signal
 
+    published = _published_classifier(args.model)
+    if published is not None:
+        return _predict_published(args, published)
     model, config = load_finetuned(args.model)
     classes = config["classes"]
     rows = []
@@ -239,11 +285,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from anyecg.families import FamilyModel, is_family_checkpoint
     from anyecg.pretrained import AnyECG
 
     if args.out.suffix not in (".npy", ".parquet"):
         raise ValueError(f"--out must end in .npy or .parquet, got {args.out}")
-    model = AnyECG.from_pretrained(args.model)
+    model = FamilyModel.from_pretrained(args.model) if is_family_checkpoint(args.model) else AnyECG.from_pretrained(args.model)
     ids, vectors = [], []
     for path, record, problem in _records(args):
         if record is None:

@@ -17,6 +17,14 @@ through the same loop, windows and splits as AnyECG and the baselines.
 Checkpoints are the anyecg format (`model.safetensors` + `config.json` + `recipe.json`); the recipe
 is the store's, so `embed` cleans raw input exactly as the training data was cleaned, then converts
 it to the family's rate, lead slots and window (`anyecg.models.contract`).
+
+The published checkpoints load too, as their authors released them (`anyecg.models.published`):
+
+    model = FamilyModel.from_pretrained("12_lead_ECGFounder.pth")   # or "hf://OWNER/REPO/FILE"
+    model.predict(signal, fs=500, leads=[...])   # [150] probabilities, names in model.labels
+    model.save_pretrained("ecgfounder-12lead")   # safetensors + config.json + the authors' recipe
+
+their recipe is the authors' preprocessing (`anyecg.signal.published`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from anyecg.models.baselines.common import ClassificationOutput, classification_
 from anyecg.models.contract import segments
 from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer, SegmentPairs, collate_pairs, ecgfm_config
 from anyecg.models.ecgfounder import ECGFounder, ECGFounderConfig, ecgfounder_config
+from anyecg.models.published import Published, read_published, resolve_hub
 from anyecg.signal.leads import canonical_leads
+from anyecg.signal.published import PublishedRecipe, recipe_from_json
 from anyecg.signal.recipe import Recipe, preprocess
 from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict, save_checkpoint
 from anyecg.training.loop import FINAL, TrainConfig, train
@@ -98,22 +108,41 @@ def pretrain_family(
 
 
 class FamilyModel:
-    """A pretrained ECG-FM encoder or ECGFounder network with the recipe it was trained on."""
+    """A pretrained ECG-FM encoder or ECGFounder network with the recipe it was trained on.
 
-    def __init__(self, family: str, network: nn.Module, recipe: Recipe, config: dict):
+    `pretrainer`: for ECG-FM without a head, the encoder's pretraining modules (quantiser,
+    projections, mask vector), kept so that saving writes them back.
+    """
+
+    def __init__(self, family: str, network: nn.Module, recipe: Recipe | PublishedRecipe, config: dict,
+                 pretrainer: ECGFMPretrainer | None = None):
         self.family, self.network, self.recipe, self.config = family, network.eval(), recipe, config
+        self.pretrainer = pretrainer
+
+    @classmethod
+    def from_published(cls, published: Published) -> "FamilyModel":
+        return cls(published.family, published.network, published.recipe, published.config(), published.pretrainer)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "FamilyModel":
+        """An anyecg checkpoint folder (or run folder), a published checkpoint file, or `hf://OWNER/REPO/FILE`."""
+        if str(directory).startswith("hf://"):
+            directory = resolve_hub(str(directory))
         directory = Path(directory)
+        if directory.is_file():
+            return cls.from_published(read_published(directory))
         if (directory / FINAL / "config.json").is_file():
             directory = directory / FINAL
         config = load_config(directory)
         family = config.get("family")
-        if family == "ecgfm":
-            holder = ECGFMPretrainer(ECGFMConfig.from_dict(config["config"]))
-            load_state_dict_strict(holder, directory)
-            network = holder.encoder
+        pretrainer = None
+        if family == "ecgfm" and config["config"].get("num_classes", 0) > 0:  # the published classifier
+            network = ECGFM(ECGFMConfig.from_dict(config["config"]))
+            load_state_dict_strict(network, directory)
+        elif family == "ecgfm":
+            pretrainer = ECGFMPretrainer(ECGFMConfig.from_dict(config["config"]))
+            load_state_dict_strict(pretrainer, directory)
+            network = pretrainer.encoder
         elif family == "ecgfounder":
             network = ECGFounder(ECGFounderConfig.from_dict(config["config"]))
             load_state_dict_strict(network, directory)
@@ -122,18 +151,43 @@ class FamilyModel:
         recipe_path = directory / RECIPE_FILE
         if not recipe_path.is_file():
             raise ValueError(f"{directory}: checkpoint has no {RECIPE_FILE}; cannot preprocess input the way it was trained")
-        return cls(family, network, Recipe.from_json(recipe_path.read_text()), config)
+        return cls(family, network, recipe_from_json(recipe_path.read_text()), config, pretrainer)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """The network alone (ECG-FM: the encoder, with its pretraining modules when it still has them)."""
-        config = dict(self.config)
-        if self.family == "ecgfm":
-            holder = ECGFMPretrainer(self.network.config)
-            holder.encoder = self.network
-            state = holder.state_dict()
-        else:
-            state = self.network.state_dict()
-        return save_checkpoint(directory, state, config, self.recipe.to_json())
+        state = (self.pretrainer if self.pretrainer is not None else self.network).state_dict()
+        return save_checkpoint(directory, state, dict(self.config), self.recipe.to_json())
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Names of a published classifier's outputs, in order (None for other networks)."""
+        return self.config.get("labels")
+
+    def windows(self, signal: np.ndarray, fs: float, leads: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(x float32 [S, C, T], lead_mask [C]): a raw recording (mV) cleaned by the recipe, in the model's windows."""
+        signal = np.asarray(signal, dtype=np.float32)
+        if signal.ndim != 2 or signal.shape[0] != len(leads):
+            raise ValueError(f"signal shape {signal.shape} does not match {len(leads)} lead names {list(leads)}")
+        leads = canonical_leads(list(leads))
+        if isinstance(self.recipe, PublishedRecipe):
+            return self.recipe.windows(signal, fs, leads, self.network.config.contract)
+        clean = preprocess(signal, fs, self.recipe)  # [L, T'] at the recipe's rate
+        return segments(clean, self.recipe.target_fs, leads, self.network.config.contract)
+
+    @torch.no_grad()
+    def predict(self, signal: np.ndarray, fs: float, leads: list[str]) -> np.ndarray:
+        """float [K]: a published classifier's probabilities for one recording, in `labels` order.
+
+        Each window's sigmoid outputs, combined over the windows per label as the authors do
+        (ECG-FM: mean or max by label; ECGFounder: mean)."""
+        if self.labels is None:
+            raise ValueError(f"this {self.family} network has no published classifier head; use embed, or finetune")
+        x, lead_mask = self.windows(signal, fs, leads)
+        mask = torch.from_numpy(lead_mask)[None].expand(len(x), -1)  # [S, C]
+        probabilities = torch.sigmoid(self.network(torch.from_numpy(x), mask)).numpy()  # [S, K]
+        aggregation = self.config.get("aggregation") or ["mean"] * probabilities.shape[1]
+        return np.array([probabilities[:, k].max() if how == "max" else probabilities[:, k].mean()
+                         for k, how in enumerate(aggregation)])
 
     @property
     def vocabulary(self) -> MultiLabelTarget | None:
@@ -142,11 +196,7 @@ class FamilyModel:
     @torch.no_grad()
     def embed(self, signal: np.ndarray, fs: float, leads: list[str], *, per_window: bool = False) -> np.ndarray:
         """float32 [D]: the mean over consecutive windows of the recording, or [windows, D]."""
-        signal = np.asarray(signal, dtype=np.float32)
-        if signal.ndim != 2 or signal.shape[0] != len(leads):
-            raise ValueError(f"signal shape {signal.shape} does not match {len(leads)} lead names {list(leads)}")
-        clean = preprocess(signal, fs, self.recipe)  # [L, T'] at the recipe's rate
-        windows, lead_mask = segments(clean, self.recipe.target_fs, canonical_leads(list(leads)), self.network.config.contract)
+        windows, lead_mask = self.windows(signal, fs, leads)
         x = torch.from_numpy(windows)  # [S, C, T]
         mask = torch.from_numpy(lead_mask)[None].expand(len(x), -1)  # [S, C]
         features = self.network.forward_features(x, mask)  # [S, D]
@@ -154,9 +204,12 @@ class FamilyModel:
 
 
 def is_family_checkpoint(directory: str | Path | None) -> bool:
-    """True when `directory` (or its `final/`) holds an ECG-FM or ECGFounder checkpoint."""
+    """True when `directory` (or its `final/`) holds an ECG-FM or ECGFounder checkpoint, or names a
+    published checkpoint file (a path to a file, or `hf://...`)."""
     if directory is None:
         return False
+    if str(directory).startswith("hf://") or Path(directory).is_file():
+        return True
     directory = Path(directory)
     for candidate in (directory / FINAL, directory):
         if (candidate / "config.json").is_file():

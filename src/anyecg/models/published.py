@@ -81,6 +81,24 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(content)
 
 
+def resolve_hub(name: str, cache_dir: str | Path | None = None) -> Path:
+    """The local file of `hf://OWNER/REPO/FILE` in the Hugging Face cache (no download, no network)."""
+    parts = name.removeprefix("hf://").split("/")
+    if len(parts) < 3 or not all(parts):
+        raise ValueError(f"{name}: expected hf://OWNER/REPO/FILE, e.g. hf://wanglab/ecg-fm/mimic_iv_ecg_finetuned.pt")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        raise ImportError(f"{name}: hf:// names need huggingface_hub: pip install 'anyecg[hub]'") from None
+    path = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
+    if not isinstance(path, str):
+        raise FileNotFoundError(
+            f"{name} is not in the local Hugging Face cache; download it first: hf download {repo_id} {filename}"
+        )
+    return Path(path)
+
+
 def read_published(path: str | Path) -> Published:
     """Convert an official ECGFounder (`.pth`) or ECG-FM (fairseq `.pt`) checkpoint file."""
     checkpoint = read_checkpoint(path)
@@ -274,6 +292,8 @@ def ecgfm_state(model_state: Mapping[str, Tensor], pretrained: bool, config: ECG
             ours = _ecgfm_name(name)
             prefix = "encoder."
         else:
+            if name == "encoder.mask_emb":  # kept by fine-tuning with apply_mask; the classifier never reads it
+                continue
             if name.startswith("proj."):
                 converted["head." + name.removeprefix("proj.")] = value
                 continue
