@@ -286,7 +286,8 @@ def test_public_net1d_weights_load(use_bn):
     unused = ["stage_list.0.block_list.0.bn1.weight", "stage_list.0.block_list.0.bn1.running_mean"]
     if not use_bn:
         unused += ["first_bn.weight", "stage_list.2.block_list.0.bn3.bias"]
-    public.update({"module." + name: torch.zeros(8) for name in unused})
+    # ... and still hold their initial values (weight 1, bias and running mean 0)
+    public.update({"module." + name: torch.ones(8) if name.endswith(".weight") else torch.zeros(8) for name in unused})
 
     target = build_ecgfounder("ecgfounder-tiny", num_classes=4, use_bn=use_bn).eval()
     assert sorted(load_reference_weights(target, public)) == sorted(unused)
@@ -298,6 +299,10 @@ def test_public_net1d_weights_load(use_bn):
     load_reference_weights(finetune, public, include_head=False)
     assert torch.equal(finetune.head.weight, head)
     torch.testing.assert_close(finetune.eval().forward_features(x), source.forward_features(x))
+
+    trained = {**public, "module.stage_list.0.block_list.0.bn1.weight": torch.full((8,), 0.5)}
+    with pytest.raises(ValueError, match=r"not at their initial values.*bn1\.weight"):
+        load_reference_weights(target, trained)
 
     public["module.stage_list.9.block_list.0.conv1.conv.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"unexpected \['stages\.9\.0\.conv1\.weight'\]"):
