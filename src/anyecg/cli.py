@@ -317,8 +317,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP service: GET /health, POST /predict, POST /embed (OpenAPI at /docs)")
-    p.add_argument("--model", type=Path, help="AnyECG checkpoint for /embed (default: the one shipped in the package)")
-    p.add_argument("--classifier", type=Path, help="fine-tuned model folder for /predict (finetune's seed-K/final)")
+    p.add_argument("--model", help="AnyECG checkpoint for /embed (default: the one shipped in the package), or an "
+                   "ECG-FM / ECGFounder checkpoint (folder, published file, hf://OWNER/REPO/FILE)")
+    p.add_argument("--classifier", help="fine-tuned model folder for /predict (finetune's seed-K/final), or a published "
+                   "classifier (12_lead_ECGFounder.pth, mimic_iv_ecg_finetuned.pt, hf://..., or its converted folder)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-request-mb", type=float, default=32.0, help="largest request body accepted")

@@ -19,7 +19,7 @@ import torch
 import wfdb
 
 from anyecg.cli import main
-from anyecg.families import FamilyModel, is_family_checkpoint
+from anyecg.families import FamilyClassifier, FamilyModel, is_family_checkpoint
 from anyecg.io import read_record
 from anyecg.models.ecgfm import ECGFMPretrainer, ECGFM, count_parameters as ecgfm_parameters
 from anyecg.models.ecgfounder import ECGFounder, count_parameters as ecgfounder_parameters
@@ -120,6 +120,14 @@ def test_converted_checkpoint_reloads_without_pickle(tmp_path, official):
         if published.pretrainer is not None:  # the quantiser and projections travel too
             for key, value in published.pretrainer.state_dict().items():
                 assert torch.equal(reloaded.pretrainer.state_dict()[key], value), key
+
+
+def test_finetuning_starts_from_the_published_weights():
+    classifier = FamilyClassifier.from_pretrained(FIXTURES / "ecgfm_finetuned.pt", num_classes=3, linear_probe=True)
+    published = read_published(FIXTURES / "ecgfm_finetuned.pt").network
+    assert classifier.head.out_features == 3
+    for key, value in published.state_dict().items():
+        assert torch.equal(classifier.network.state_dict()[key], value), key
 
 
 # ---------------------------------------------------------------------------------------------

@@ -304,3 +304,18 @@ def test_cli_serve(tmp_path):
         process.terminate()
         process.wait(timeout=20)
         log.close()
+
+
+def test_published_classifier_serves_its_labels():
+    from anyecg.families import FamilyModel
+
+    published = Path(__file__).parents[1] / "models" / "published" / "ecgfm_finetuned.pt"  # official-format fixture
+    record = read_record(Path(__file__).parents[2] / "src" / "anyecg" / "embedded" / "cinc2021" / "E07501.hea")
+    with serving(create_app(classifier=published, limits=LIMITS)) as http:
+        health = http.get("/health").json()
+        response = http.post("/predict", json=as_json(record.signal, record.fs, record.raw_leads))
+    assert response.status_code == 200, response.text
+    model = FamilyModel.from_pretrained(published)
+    assert health["classes"] == model.labels == list(response.json()["probabilities"])
+    expected = model.predict(record.signal, record.fs, record.raw_leads)
+    np.testing.assert_allclose(list(response.json()["probabilities"].values()), expected, rtol=0, atol=1e-6)

@@ -192,16 +192,25 @@ class EcgService:
     fight for the same cores and multiply peak memory, while /health stays outside the lock."""
 
     def __init__(self, model: str | Path | None = None, classifier: str | Path | None = None):
+        from anyecg.families import FamilyModel, is_family_checkpoint
         from anyecg.tasks.runner import load_finetuned
 
         self.model_name = DEFAULT_MODEL if model is None else str(model)
-        self.embedder = AnyECG.from_pretrained(model)
+        self.embedder = FamilyModel.from_pretrained(model) if is_family_checkpoint(model) else AnyECG.from_pretrained(model)
         self.classifier_name = None if classifier is None else str(classifier)
-        self.classifier, self.classifier_config = load_finetuned(classifier) if classifier is not None else (None, None)
+        self.classifier, self.classifier_config, self.published = None, None, None
+        if is_family_checkpoint(classifier):  # a published classifier (file, hf:// name or converted folder)
+            self.published = FamilyModel.from_pretrained(classifier)
+            if self.published.labels is None:
+                raise ValueError(f"{classifier}: this {self.published.family} network has no published classifier head")
+        elif classifier is not None:
+            self.classifier, self.classifier_config = load_finetuned(classifier)
         self.lock = threading.Lock()
 
     @property
     def classes(self) -> list[str] | None:
+        if self.published is not None:
+            return list(self.published.labels)
         return None if self.classifier_config is None else list(self.classifier_config["classes"])
 
     def embed(self, ecg: EcgInput) -> np.ndarray:
@@ -213,7 +222,7 @@ class EcgService:
                 raise InputError(422, str(err)) from None
 
     def require_classifier(self) -> None:
-        if self.classifier is None:
+        if self.classifier is None and self.published is None:
             raise InputError(409, "no classifier loaded: start the server with --classifier "
                                   "<fine-tuned model folder> (finetune's seed-K/final) to use /predict")
 
@@ -224,7 +233,10 @@ class EcgService:
         self.require_classifier()
         with self.lock:
             try:
-                probabilities = predict_signal(self.classifier, self.classifier_config, ecg.signal, ecg.fs, ecg.leads)
+                if self.published is not None:
+                    probabilities = self.published.predict(ecg.signal, ecg.fs, ecg.leads)
+                else:
+                    probabilities = predict_signal(self.classifier, self.classifier_config, ecg.signal, ecg.fs, ecg.leads)
             except ValueError as err:
                 raise InputError(422, str(err)) from None
         return {name: float(p) for name, p in zip(self.classes, probabilities)}
