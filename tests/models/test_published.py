@@ -278,6 +278,9 @@ def test_pickled_objects_and_foreign_files_are_refused(tmp_path):
     torch.save({"state_dict": _ecgfounder_state(), "extra": Payload()}, path)
     with pytest.raises(ValueError, match=r"evil\.pth: refused: the file holds pickled Python objects"):
         read_published(path)
+    path = tmp_path / "metadata.pt"  # numpy values in training metadata are plain data: read
+    torch.save({**_ecgfm_checkpoint(), "extra_state": {"val_loss": np.float64(0.5), "seen": np.arange(3)}}, path)
+    assert read_published(path).labels == ECGFM_LABELS
     path = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(ValueError, match=r"other\.pt: neither an ECGFounder checkpoint .* top-level keys: \['weights'\]"):

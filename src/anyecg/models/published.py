@@ -67,10 +67,20 @@ class Published:
         return config
 
 
+def _numpy_data_types() -> list:
+    """numpy arrays, scalars and dtypes: plain data that training loops leave in checkpoint metadata."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)]
+    return [np.ndarray, np.dtype, core.multiarray.scalar, core.multiarray._reconstruct, *dtypes]
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The file's contents through the safe unpickler: tensors and plain containers, nothing executable."""
+    """The file's contents through the safe unpickler: tensors, numpy data and plain containers, nothing executable."""
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_types()):
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise ValueError(
             f"{path}: refused: the file holds pickled Python objects, which anyecg does not unpickle "
