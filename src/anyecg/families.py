@@ -41,9 +41,8 @@ from anyecg.models.baselines.common import ClassificationOutput, classification_
 from anyecg.models.contract import segments
 from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer, SegmentPairs, collate_pairs, ecgfm_config
 from anyecg.models.ecgfounder import ECGFounder, ECGFounderConfig, ecgfounder_config
-from anyecg.models.published import Published, read_published, resolve_hub
+from anyecg.models.published import Published, PublishedRecipe, read_published, recipe_from_json, resolve_hub
 from anyecg.signal.leads import canonical_leads
-from anyecg.signal.published import PublishedRecipe, recipe_from_json
 from anyecg.signal.recipe import Recipe, preprocess
 from anyecg.training.checkpoint import RECIPE_FILE, load_config, load_state_dict_strict, save_checkpoint
 from anyecg.training.loop import FINAL, TrainConfig, train

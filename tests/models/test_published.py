@@ -158,6 +158,18 @@ def test_ecgfm_preprocessing_equals_fairseq_signals_and_the_notebook(official):
                                official["ecgfm/mitdb_standardized_every_25th"], rtol=0, atol=1e-9)
 
 
+def test_long_records_are_cut_into_whole_windows_each_z_scored():
+    model = FamilyModel.from_pretrained(FIXTURES / "ecgfounder_12lead.pth")
+    recording = cinc("E07500")
+    signal = np.concatenate([recording.signal, recording.signal, recording.signal[:, :2500]], axis=1)  # 25 s
+    x, lead_mask = model.windows(signal, recording.fs, recording.leads)
+    assert x.shape == (2, 12, 5000) and lead_mask.all()  # the last 5 s dropped, as a whole window is the input
+    np.testing.assert_allclose(x.reshape(2, -1).mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(x.reshape(2, -1).std(axis=1), 1, atol=1e-5)
+    x, lead_mask = model.windows(recording.signal[[1, 0]], recording.fs, ["II", "I"])  # leads placed by name
+    assert lead_mask.tolist() == [True, True] + [False] * 10 and not x[:, 2:].any()
+
+
 def test_constant_lead_is_zeroed_and_short_records_give_one_padded_window():
     model = FamilyModel.from_pretrained(FIXTURES / "ecgfm_finetuned.pt")
     signal = cinc("E07501").signal[:, :1800].copy()  # 3.6 s: shorter than one 5 s segment

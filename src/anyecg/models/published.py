@@ -23,23 +23,60 @@ the file and lists the mismatches.
 from __future__ import annotations
 
 import ast
+import json
 import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from anyecg.models.contract import SignalContract, place_leads
 from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer
 from anyecg.models.ecgfounder import ECGFounder, ECGFounderConfig, load_reference_weights
 from anyecg.models.published_labels import ECGFM_AGGREGATION, ECGFM_LABELS, ECGFOUNDER_LABELS
 from anyecg.signal.leads import STANDARD_12
-from anyecg.signal.published import PublishedRecipe
+from anyecg.signal.recipe import Recipe
+from anyecg.signal.published import PUBLISHED_FS, ecgfm_windows, ecgfounder_windows
 
 ECGFOUNDER_CLASSES_12_LEAD = len(ECGFOUNDER_LABELS)
+PUBLISHED_PIPELINES = ("ecgfounder", "ecgfm")
+
+
+@dataclass(frozen=True)
+class PublishedRecipe:
+    """The authors' preprocessing of a published model (`anyecg.signal.published`), stored as `recipe.json`."""
+
+    published: str  # "ecgfounder" or "ecgfm": whose pipeline
+    target_fs: int = PUBLISHED_FS
+
+    def __post_init__(self) -> None:
+        if self.published not in PUBLISHED_PIPELINES:
+            raise ValueError(f"unknown published preprocessing {self.published!r}; known: {list(PUBLISHED_PIPELINES)}")
+        if self.target_fs != PUBLISHED_FS:
+            raise ValueError(f"the published models take {PUBLISHED_FS} Hz input, got target_fs {self.target_fs}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=2)
+
+    def windows(
+        self, signal: np.ndarray, fs: float, leads: list[str], contract: SignalContract
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(x float32 [S, C, T], lead_mask bool [C]): a raw recording [L, T0] (mV) as the model's inputs."""
+        x, lead_mask = place_leads(np.asarray(signal), leads, contract)  # [C, T0], absent leads zero
+        if self.published == "ecgfounder":
+            return ecgfounder_windows(x, fs, lead_mask, contract.n_samples), lead_mask
+        return ecgfm_windows(x, fs, contract.n_samples), lead_mask
+
+
+def recipe_from_json(text: str):
+    """A `PublishedRecipe` when the JSON names one, else anyecg's own `Recipe`."""
+    data = json.loads(text)
+    return PublishedRecipe(**data) if "published" in data else Recipe.from_dict(data)
 
 
 @dataclass

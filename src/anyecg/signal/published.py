@@ -17,18 +17,14 @@ ECG-FM (fairseq-signals `scripts/preprocess/ecg/preprocess.py`; ECG-FM's inferen
 
 Where the authors' code has no answer, anyecg's choice: a record shorter than one window gives one
 window, zero-padded at the end; absent leads are zero and left out of ECGFounder's statistics.
+The recipes that apply these to a recording live in `anyecg.models.published`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-
 import numpy as np
 from scipy.interpolate import interp1d
 from scipy.signal import butter, filtfilt, iirnotch, medfilt
-
-from anyecg.models.contract import SignalContract, fit_window, place_leads
 
 PUBLISHED_FS = 500
 
@@ -84,59 +80,24 @@ def ecgfm_standardize(signal: np.ndarray) -> np.ndarray:
     return np.where(std == 0, 0.0, centred / np.where(std == 0, 1.0, std))
 
 
-@dataclass(frozen=True)
-class PublishedRecipe:
-    """The authors' preprocessing of a published model, stored as `recipe.json` beside the weights."""
-
-    published: str  # "ecgfounder" or "ecgfm": whose pipeline (see the module docstring)
-    target_fs: int = PUBLISHED_FS
-
-    def __post_init__(self) -> None:
-        if self.published not in PIPELINES:
-            raise ValueError(f"unknown published preprocessing {self.published!r}; known: {sorted(PIPELINES)}")
-        if self.target_fs != PUBLISHED_FS:
-            raise ValueError(f"the published models take {PUBLISHED_FS} Hz input, got target_fs {self.target_fs}")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, indent=2)
-
-    def windows(
-        self, signal: np.ndarray, fs: float, leads: list[str], contract: SignalContract
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(x float32 [S, C, T], lead_mask bool [C]): a raw recording [L, T0] (mV) as the model's inputs."""
-        return PIPELINES[self.published](np.asarray(signal), fs, leads, contract)
+def _pad(x: np.ndarray, n_samples: int) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, n_samples - x.shape[1])))
 
 
-def ecgfounder_windows(
-    signal: np.ndarray, fs: float, leads: list[str], contract: SignalContract
-) -> tuple[np.ndarray, np.ndarray]:
-    x, lead_mask = place_leads(signal, leads, contract)  # [C, T0]
-    clean = ecgfounder_filter(ecgfounder_resample(x, fs))  # [C, T]
-    size = contract.n_samples
+def ecgfounder_windows(x: np.ndarray, fs: float, lead_mask: np.ndarray, size: int) -> np.ndarray:
+    """float32 [S, C, size]: ECGFounder's inputs from a recording x [C, T] (absent leads zero) at `fs`."""
+    clean = ecgfounder_filter(ecgfounder_resample(x, fs))  # [C, T'] at 500 Hz
     if clean.shape[1] < size:  # zero padding after the statistics, which cover the real samples only
-        windows = [fit_window(ecgfounder_normalize(clean, lead_mask), size)]
+        windows = [_pad(ecgfounder_normalize(clean, lead_mask), size)]
     else:  # whole windows, the remainder dropped
         windows = [ecgfounder_normalize(clean[:, s : s + size], lead_mask) for s in range(0, clean.shape[1] - size + 1, size)]
-    return np.stack(windows).astype(np.float32), lead_mask
+    return np.stack(windows).astype(np.float32)
 
 
-def ecgfm_windows(
-    signal: np.ndarray, fs: float, leads: list[str], contract: SignalContract
-) -> tuple[np.ndarray, np.ndarray]:
-    x, lead_mask = place_leads(signal, leads, contract)  # [C, T0], absent leads 0 (then constant: 0)
-    clean = ecgfm_standardize(ecgfm_resample(x, fs))  # [C, T]
-    size = contract.n_samples
-    n_segments = max(clean.shape[1] // size, 1)
-    windows = [fit_window(clean[:, i * size : (i + 1) * size], size) for i in range(n_segments)]
-    return np.stack(windows).astype(np.float32), lead_mask
-
-
-PIPELINES = {"ecgfounder": ecgfounder_windows, "ecgfm": ecgfm_windows}
-
-
-def recipe_from_json(text: str):
-    """A `PublishedRecipe` when the JSON names one, else anyecg's own `Recipe`."""
-    from anyecg.signal.recipe import Recipe
-
-    data = json.loads(text)
-    return PublishedRecipe(**data) if "published" in data else Recipe.from_dict(data)
+def ecgfm_windows(x: np.ndarray, fs: float, size: int) -> np.ndarray:
+    """float32 [S, C, size]: ECG-FM's 5 s segments of a recording x [C, T] (absent leads zero, then constant: 0)."""
+    clean = ecgfm_standardize(ecgfm_resample(x, fs))  # [C, T'] at 500 Hz
+    if clean.shape[1] < size:
+        return _pad(clean, size)[None].astype(np.float32)
+    n_segments = clean.shape[1] // size
+    return clean[:, : n_segments * size].reshape(len(clean), n_segments, size).transpose(1, 0, 2).astype(np.float32)
