@@ -3,8 +3,8 @@
     published = read_published("12_lead_ECGFounder.pth")   # or 1_lead_ECGFounder.pth,
     published.network, published.labels, published.recipe   # mimic_iv_ecg_physionet_pretrained.pt,
                                                              # mimic_iv_ecg_finetuned.pt
-Files (read with `torch.load(weights_only=True)`: tensors and plain containers only, never pickled
-objects):
+Files (read with `torch.load(weights_only=True)`: tensors, numpy data and plain containers, never
+other pickled objects):
 
 - ECGFounder (huggingface.co/PKUDigitalHealth/ECGFounder): `{"state_dict": Net1D state dict}`,
   names with or without `module.`. The architecture is read from the tensor shapes; the 12-lead
@@ -40,8 +40,8 @@ from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer
 from anyecg.models.ecgfounder import ECGFounder, ECGFounderConfig, load_reference_weights
 from anyecg.models.published_labels import ECGFM_AGGREGATION, ECGFM_LABELS, ECGFOUNDER_LABELS
 from anyecg.signal.leads import STANDARD_12
-from anyecg.signal.recipe import Recipe
 from anyecg.signal.published import PUBLISHED_FS, ecgfm_windows, ecgfounder_windows
+from anyecg.signal.recipe import Recipe
 
 ECGFOUNDER_CLASSES_12_LEAD = len(ECGFOUNDER_LABELS)
 PUBLISHED_PIPELINES = ("ecgfounder", "ecgfm")
@@ -99,15 +99,11 @@ class Published:
             config["labels"] = list(self.labels)
         if self.aggregation is not None:
             config["aggregation"] = list(self.aggregation)
-        if self.pretrainer is not None:
-            config["pretraining_modules"] = True
         return config
 
 
 def _numpy_data_types() -> list:
     """numpy arrays, scalars and dtypes: plain data that training loops leave in checkpoint metadata."""
-    import numpy as np
-
     core = getattr(np, "_core", None) or np.core
     dtypes = [type(np.dtype(t)) for t in (np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_)]
     return [np.ndarray, np.dtype, core.multiarray.scalar, core.multiarray._reconstruct, *dtypes]
@@ -121,7 +117,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as error:
         raise ValueError(
             f"{path}: refused: the file holds pickled Python objects, which anyecg does not unpickle "
-            f"(only tensors and plain containers are read): {str(error).splitlines()[0]}"
+            f"(only tensors, numpy data and plain containers are read): {str(error).splitlines()[0]}"
         ) from None
     if not isinstance(content, Mapping):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(content).__name__}")
@@ -184,18 +180,21 @@ def ecgfounder_config_from_state(state: Mapping[str, Tensor], source: str) -> EC
         head = state.get("dense.weight")
         if head is None:
             raise KeyError("dense.weight")
-        leads = STANDARD_12 if stem.shape[1] == 12 else ("I",) if stem.shape[1] == 1 else None
-        if leads is None:
-            raise ValueError(f"{source}: the published ECGFounder models take 12 leads or lead I, this one {stem.shape[1]} channels")
+        se_hidden = int(state[first[0] + "se_fc1.weight"].shape[0])
+    except KeyError as missing:
+        raise ValueError(f"{source}: not a Net1D state dict: no {missing.args[0]}") from None
+    leads = STANDARD_12 if stem.shape[1] == 12 else ("I",) if stem.shape[1] == 1 else None
+    if leads is None:
+        raise ValueError(f"{source}: the published ECGFounder models take 12 leads or lead I, this one {stem.shape[1]} channels")
+    try:
         return ECGFounderConfig(
             leads=leads, base_filters=int(stem.shape[0]), filter_list=tuple(filter_list),
             m_blocks_list=tuple(len(blocks[s]) for s in stages), kernel_size=int(stem.shape[2]),
             groups_width=filter_list[0] // groups, ratio=middle / filter_list[0],
-            se_reduction=filter_list[0] // int(state[first[0] + "se_fc1.weight"].shape[0]),
-            num_classes=int(head.shape[0]),
+            se_reduction=filter_list[0] // se_hidden, num_classes=int(head.shape[0]),
         )
-    except KeyError as missing:
-        raise ValueError(f"{source}: not a Net1D state dict: no {missing.args[0]}") from None
+    except ValueError as error:
+        raise ValueError(f"{source}: the tensor shapes describe no Net1D anyecg can build: {error}") from None
 
 
 def convert_ecgfounder(state_dict: Mapping[str, Tensor], source: str) -> Published:
@@ -215,15 +214,17 @@ def convert_ecgfounder(state_dict: Mapping[str, Tensor], source: str) -> Publish
 # ---------------------------------------------------------------------------------------------
 # ECG-FM
 
-# cfg["model"] fields that only matter for training (masking, dropout, negatives, data paths, ...).
+# cfg["model"] fields that only matter for training (masking, dropout, negatives, data and weight
+# paths, ...), in fairseq-signals' current configs and in its earlier versions' (w2v_path, ...).
 _TRAINING_ONLY = {
     "_name", "activation_dropout", "all_gather", "apply_mask", "args", "attention_dropout", "codebook_negatives",
     "cross_sample_negatives", "data", "dropout", "dropout_features", "dropout_input", "encoder_layerdrop",
-    "feature_grad_mult", "filter", "final_dropout", "freeze_finetune_updates", "latent_temp", "logit_temp",
-    "mask_channel_length", "mask_channel_min_space", "mask_channel_other", "mask_channel_prob",
-    "mask_channel_selection", "mask_length", "mask_min_space", "mask_other", "mask_prob", "mask_selection",
-    "model_path", "negatives_from_everywhere", "no_mask_channel_overlap", "no_mask_overlap", "no_pretrained_weights",
-    "normalize", "num_negatives", "saliency", "same_quantizer",
+    "feature_grad_mult", "filter", "final_dropout", "freeze_finetune_updates", "latent_temp", "layerdrop",
+    "load_pretrained_weights", "logit_temp", "mask_channel_before", "mask_channel_length", "mask_channel_min_space",
+    "mask_channel_other", "mask_channel_prob", "mask_channel_selection", "mask_length", "mask_min_space", "mask_other",
+    "mask_prob", "mask_selection", "model_path", "negatives_from_everywhere", "no_mask_channel_overlap",
+    "no_mask_overlap", "no_pretrained_weights", "normalize", "num_negatives", "pretrained_model_path", "saliency",
+    "same_quantizer", "w2v_args", "w2v_path",
 }
 _ARCHITECTURE = {
     "conv_bias", "conv_feature_layers", "conv_pos", "conv_pos_groups", "encoder_attention_heads", "encoder_embed_dim",
