@@ -154,7 +154,11 @@ class FamilyModel:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """The network alone (ECG-FM: the encoder, with its pretraining modules when it still has them)."""
-        state = (self.pretrainer if self.pretrainer is not None else self.network).state_dict()
+        holder = self.pretrainer
+        if holder is None and self.family == "ecgfm" and self.network.config.num_classes == 0:
+            holder = ECGFMPretrainer(self.network.config)  # the checkpoint layout of an encoder: fresh pretraining modules
+            holder.encoder = self.network
+        state = (holder if holder is not None else self.network).state_dict()
         return save_checkpoint(directory, state, dict(self.config), self.recipe.to_json())
 
     @property

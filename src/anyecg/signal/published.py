@@ -4,7 +4,8 @@ A published model only gives its authors' results on input prepared as in their 
 recipes reproduce that code rather than anyecg's own cleaning (`anyecg.signal.recipe`):
 
 ECGFounder (PKUDigitalHealth/ECGFounder `util.filter_bandpass`, `dataset.py`, `ptbxl_eval.py`):
-    linear interpolation to 500 Hz over the record's duration (`resample_unequal`)
+    linear interpolation to 500 Hz over the record's duration (`resample_unequal`, which always
+    makes 5000 samples: 500 Hz for the 10 s records it is given)
     -> 50 Hz notch (Q 30) and 4th-order 0.67-40 Hz Butterworth band-pass, each run forward and
        backward (`filtfilt`), lead by lead
     -> baseline removal: minus a median filter of int(0.4 fs) + 1 samples (made odd)
