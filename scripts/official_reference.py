@@ -4,7 +4,8 @@
         [--data ../shared/data] [--out tests/models/published]
 
 Runs the authors' own code, imported from the checkouts given (github.com/Jwoo5/fairseq-signals,
-github.com/PKUDigitalHealth/ECGFounder), in an environment where it imports: fairseq-signals needs
+github.com/PKUDigitalHealth/ECGFounder; github.com/bowang-lab/ECG-FM for its label list and its
+notebook's per-label aggregation), in an environment where it imports: fairseq-signals needs
 Python 3.10 (its dataclass configs fail on 3.11), `hydra-core<1.1`, `omegaconf<2.1` and
 `transformers<4.46`; ECG-FM's notebook pipeline needs `ecg-transform==0.1.3`. ECGFounder's
 `dataset.py` imports torchvision at the top without using it, so an empty stand-in module is
