@@ -2,6 +2,7 @@
 
     rec = read_record("mitdb/100")                      # WFDB: .hea, record name, or one of its files
     rec = read_record("code15/x.mat", fs=400, leads=list(STANDARD_12))   # plain .mat / .npy / .npz / .csv
+    rec = read_record("export/ecg.dcm")                 # DICOM, GE MUSE / Philips / HL7 aECG XML, ISHNE: by content
     info = read_header("cinc2021/E07500.hea")           # metadata and length, no samples
     for start, block in iter_chunks("holter.hea", 60 * 1000):   # [leads, n] pieces of a long record
         ...
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from anyecg.io.arrays import iter_array_chunks, read_array_header, read_array_record
+from anyecg.io.dicom import iter_dicom_chunks, read_dicom, read_dicom_header
 from anyecg.io.discover import find_records, record_kind
 from anyecg.io.edf import iter_edf_chunks, read_edf, read_edf_header
 from anyecg.io.matlab import iter_mat_chunks, read_mat_header, read_mat_record
@@ -39,6 +41,10 @@ __all__ = [
 _READERS = {"wfdb": read_wfdb, "mat": read_mat_record, "edf": read_edf, "array": read_array_record}
 _HEADERS = {"wfdb": read_wfdb_header, "mat": read_mat_header, "edf": read_edf_header, "array": read_array_header}
 _CHUNKS = {"wfdb": iter_wfdb_chunks, "mat": iter_mat_chunks, "edf": iter_edf_chunks, "array": iter_array_chunks}
+# Clinical exports, found by content (anyecg.io.clinical)
+_READERS |= {"dicom": read_dicom}
+_HEADERS |= {"dicom": read_dicom_header}
+_CHUNKS |= {"dicom": iter_dicom_chunks}
 
 
 def read_record(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
