@@ -24,6 +24,7 @@ import numpy as np
 from anyecg.io.arrays import iter_array_chunks, read_array_header, read_array_record
 from anyecg.io.dicom import iter_dicom_chunks, read_dicom, read_dicom_header
 from anyecg.io.discover import find_records, record_kind
+from anyecg.io.ecg_xml import iter_ecg_xml_chunks, read_ecg_xml, read_ecg_xml_header
 from anyecg.io.edf import iter_edf_chunks, read_edf, read_edf_header
 from anyecg.io.matlab import iter_mat_chunks, read_mat_header, read_mat_record
 from anyecg.io.metadata import RecordInfo
@@ -42,9 +43,9 @@ _READERS = {"wfdb": read_wfdb, "mat": read_mat_record, "edf": read_edf, "array":
 _HEADERS = {"wfdb": read_wfdb_header, "mat": read_mat_header, "edf": read_edf_header, "array": read_array_header}
 _CHUNKS = {"wfdb": iter_wfdb_chunks, "mat": iter_mat_chunks, "edf": iter_edf_chunks, "array": iter_array_chunks}
 # Clinical exports, found by content (anyecg.io.clinical)
-_READERS |= {"dicom": read_dicom}
-_HEADERS |= {"dicom": read_dicom_header}
-_CHUNKS |= {"dicom": iter_dicom_chunks}
+_READERS |= {"dicom": read_dicom, "xml": read_ecg_xml}
+_HEADERS |= {"dicom": read_dicom_header, "xml": read_ecg_xml_header}
+_CHUNKS |= {"dicom": iter_dicom_chunks, "xml": iter_ecg_xml_chunks}
 
 
 def read_record(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
