@@ -26,6 +26,7 @@ from anyecg.io.dicom import iter_dicom_chunks, read_dicom, read_dicom_header
 from anyecg.io.discover import find_records, record_kind
 from anyecg.io.ecg_xml import iter_ecg_xml_chunks, read_ecg_xml, read_ecg_xml_header
 from anyecg.io.edf import iter_edf_chunks, read_edf, read_edf_header
+from anyecg.io.ishne import iter_ishne_chunks, read_ishne, read_ishne_header
 from anyecg.io.matlab import iter_mat_chunks, read_mat_header, read_mat_record
 from anyecg.io.metadata import RecordInfo
 from anyecg.io.quality import check_signal
@@ -43,9 +44,9 @@ _READERS = {"wfdb": read_wfdb, "mat": read_mat_record, "edf": read_edf, "array":
 _HEADERS = {"wfdb": read_wfdb_header, "mat": read_mat_header, "edf": read_edf_header, "array": read_array_header}
 _CHUNKS = {"wfdb": iter_wfdb_chunks, "mat": iter_mat_chunks, "edf": iter_edf_chunks, "array": iter_array_chunks}
 # Clinical exports, found by content (anyecg.io.clinical)
-_READERS |= {"dicom": read_dicom, "xml": read_ecg_xml}
-_HEADERS |= {"dicom": read_dicom_header, "xml": read_ecg_xml_header}
-_CHUNKS |= {"dicom": iter_dicom_chunks, "xml": iter_ecg_xml_chunks}
+_READERS |= {"dicom": read_dicom, "xml": read_ecg_xml, "ishne": read_ishne}
+_HEADERS |= {"dicom": read_dicom_header, "xml": read_ecg_xml_header, "ishne": read_ishne_header}
+_CHUNKS |= {"dicom": iter_dicom_chunks, "xml": iter_ecg_xml_chunks, "ishne": iter_ishne_chunks}
 
 
 def read_record(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
@@ -64,7 +65,7 @@ def iter_chunks(path: str | Path, chunk_samples: int, *, fs: float | None = None
                 leads: list[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (start sample, float32 [leads, n] mV) covering the record in order, n <= chunk_samples.
 
-    WFDB (fixed-width formats and 212), EDF and .npy read only the requested span, so memory stays
+    WFDB (fixed-width formats and 212), EDF, ISHNE and .npy read only the requested span, so memory stays
     one chunk however long the record; plain .mat, .npz and .csv are loaded whole, then sliced.
     """
     if int(chunk_samples) != chunk_samples or chunk_samples < 1:
