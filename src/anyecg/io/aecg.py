@@ -130,9 +130,6 @@ def _age(root: Element, person: Element | None, taken: str) -> float | None:
 
 def read_aecg(path: Path, root: Element) -> Recording:
     """The rhythm series of a parsed aECG document (see module docstring)."""
-    for element in root.iter():  # namespaces (urn:hl7-org:v3) differ between writers; names do not
-        if isinstance(element.tag, str):
-            element.tag = local_name(element.tag)
     series = _rhythm_series(path, root)
     sequences = series.findall("component/sequenceSet/component/sequence")
     times = [s for s in sequences if _code(s) in _TIME_CODES]

@@ -89,15 +89,20 @@ def listed_in_folder(path: str | Path) -> bool:
 
 
 def read_xml(path: Path) -> Element:
-    """The parsed document; entity declarations and external references are refused (defusedxml)."""
+    """The parsed document with element names stripped of their namespace (writers differ in them);
+    entity declarations and external references are refused (defusedxml)."""
     data = read_bytes(path)
     try:
-        return fromstring(data)
+        root = fromstring(data)
     except DefusedXmlException as err:
         raise RecordError(path, f"XML refused: {type(err).__name__} ({err}); entity declarations and "
                                 "external references are not allowed") from None
     except ParseError as err:
         raise RecordError(path, f"not well-formed XML ({err})") from None
+    for element in root.iter():
+        if isinstance(element.tag, str):  # comments and processing instructions have no name
+            element.tag = local_name(element.tag)
+    return root
 
 
 def read_bytes(path: Path) -> bytes:

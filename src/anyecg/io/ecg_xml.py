@@ -12,9 +12,10 @@ from anyecg.io.aecg import read_aecg
 from anyecg.io.clinical import XML_ROOTS, chunks_from, header_from, local_name, read_xml
 from anyecg.io.metadata import RecordInfo
 from anyecg.io.muse import read_muse
+from anyecg.io.philips import read_philips
 from anyecg.io.recording import RecordError, Recording
 
-_READERS = {"muse": read_muse, "aecg": read_aecg}
+_READERS = {"muse": read_muse, "aecg": read_aecg, "philips": read_philips}
 
 
 def read_ecg_xml(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
