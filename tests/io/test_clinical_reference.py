@@ -18,6 +18,7 @@ SAMPLES = [
     "muse_xml/braveheart_example1.xml", "muse_xml/braveheart_example2.xml",
     "hl7_aecg/Example_aECG.xml", "hl7_aecg/FDA_minimum_aecg.xml", "hl7_aecg/liryc_hl7aecg_example.xml",
     "ishne_holter/ECG_P28.01.ecg",
+    "scp_ecg/ecgtoolkit_Example.scp", "scp_ecg/welchallyn_cardiocontrol_ECG_20170504_163507_123456789.SCP",
 ]
 
 

@@ -2,7 +2,7 @@
 
     rec = read_record("mitdb/100")                      # WFDB: .hea, record name, or one of its files
     rec = read_record("code15/x.mat", fs=400, leads=list(STANDARD_12))   # plain .mat / .npy / .npz / .csv
-    rec = read_record("export/ecg.dcm")                 # DICOM, GE MUSE / Philips / HL7 aECG XML, ISHNE: by content
+    rec = read_record("export/ecg.dcm")                 # DICOM, MUSE / Philips / HL7 aECG XML, ISHNE, SCP: by content
     info = read_header("cinc2021/E07500.hea")           # metadata and length, no samples
     for start, block in iter_chunks("holter.hea", 60 * 1000):   # [leads, n] pieces of a long record
         ...
@@ -31,6 +31,7 @@ from anyecg.io.matlab import iter_mat_chunks, read_mat_header, read_mat_record
 from anyecg.io.metadata import RecordInfo
 from anyecg.io.quality import check_signal
 from anyecg.io.recording import Annotations, RecordError, Recording
+from anyecg.io.scp import iter_scp_chunks, read_scp, read_scp_header
 from anyecg.io.snomed import snomed_abbreviation, snomed_name
 from anyecg.io.wfdb_reader import iter_wfdb_chunks, read_wfdb, read_wfdb_annotations, read_wfdb_header
 
@@ -44,9 +45,9 @@ _READERS = {"wfdb": read_wfdb, "mat": read_mat_record, "edf": read_edf, "array":
 _HEADERS = {"wfdb": read_wfdb_header, "mat": read_mat_header, "edf": read_edf_header, "array": read_array_header}
 _CHUNKS = {"wfdb": iter_wfdb_chunks, "mat": iter_mat_chunks, "edf": iter_edf_chunks, "array": iter_array_chunks}
 # Clinical exports, found by content (anyecg.io.clinical)
-_READERS |= {"dicom": read_dicom, "xml": read_ecg_xml, "ishne": read_ishne}
-_HEADERS |= {"dicom": read_dicom_header, "xml": read_ecg_xml_header, "ishne": read_ishne_header}
-_CHUNKS |= {"dicom": iter_dicom_chunks, "xml": iter_ecg_xml_chunks, "ishne": iter_ishne_chunks}
+_READERS |= {"dicom": read_dicom, "xml": read_ecg_xml, "ishne": read_ishne, "scp": read_scp}
+_HEADERS |= {"dicom": read_dicom_header, "xml": read_ecg_xml_header, "ishne": read_ishne_header, "scp": read_scp_header}
+_CHUNKS |= {"dicom": iter_dicom_chunks, "xml": iter_ecg_xml_chunks, "ishne": iter_ishne_chunks, "scp": iter_scp_chunks}
 
 
 def read_record(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:

@@ -1,11 +1,12 @@
-"""What the clinical-export readers (DICOM, vendor XML, ISHNE) share: telling the format from a
+"""What the clinical-export readers (DICOM, vendor XML, ISHNE, SCP-ECG) share: telling the format from a
 file's first bytes, hardened XML parsing, limb leads derived from I and II, and header/chunk views
 of formats that are read whole.
 
 Formats are recognised by content, so a DICOM file without extension or a MUSE export named `.txt`
-still reads: `DICM` at byte 128 (DICOM Part 10), the ISHNE magic `ISHNE1.0`, or the root element
-of an XML file (`RestingECG` GE MUSE, `restingecgdata` Philips, `AnnotatedECG` HL7 aECG). Files
-whose content says nothing fall back to their extension (`.dcm`, `.ecg`, `.xml`), so a damaged
+still reads: `DICM` at byte 128 (DICOM Part 10), the ISHNE magic `ISHNE1.0`, `SCPECG` in the first
+section header of an SCP-ECG file, or the root element of an XML file (`RestingECG` GE MUSE,
+`restingecgdata` Philips, `AnnotatedECG` HL7 aECG). Files whose content says nothing fall back to
+their extension (`.dcm`, `.ecg`, `.scp`, `.xml`), so a damaged
 file still reaches its reader, which then names what is wrong.
 """
 
@@ -25,8 +26,9 @@ from anyecg.io.recording import RecordError, Recording
 
 SNIFF_BYTES = 4096
 XML_ROOTS = {"RestingECG": "muse", "restingecgdata": "philips", "AnnotatedECG": "aecg"}
-SUFFIX_KINDS = {".dcm": "dicom", ".dicom": "dicom", ".ecg": "ishne", ".xml": "xml"}
+SUFFIX_KINDS = {".dcm": "dicom", ".dicom": "dicom", ".ecg": "ishne", ".scp": "scp", ".xml": "xml"}
 ISHNE_MAGIC = b"ISHNE1.0"
+SCP_MARKER = b"SCPECG"  # reserved bytes of section 0's header, bytes 16-21 of the file
 
 _COMMENTS = re.compile(r"<!--.*?-->", re.DOTALL)
 _FIRST_ELEMENT = re.compile(r"<(?![?!])(?:[\w.-]+:)?([\w.-]+)")
@@ -61,12 +63,14 @@ def xml_root_name(head: bytes) -> str | None:
 
 
 def sniff_kind(path: str | Path) -> str | None:
-    """"dicom" | "ishne" | "xml" from the file's content alone; None when it shows none of them."""
+    """"dicom" | "ishne" | "scp" | "xml" from the file's content alone; None when it shows none of them."""
     head = _head(Path(path))
     if head[128:132] == b"DICM":
         return "dicom"
     if head.startswith(ISHNE_MAGIC):
         return "ishne"
+    if head[16:22] == SCP_MARKER:
+        return "scp"
     if xml_root_name(head) in XML_ROOTS:
         return "xml"
     return None
@@ -82,10 +86,10 @@ def clinical_kind(path: str | Path) -> str | None:
 
 def listed_in_folder(path: str | Path) -> bool:
     """Whether a file found by walking a folder is a clinical record: its content says so, or it has a
-    DICOM/ISHNE extension (a damaged one is listed so that reading it reports the problem). Other XML
+    DICOM/ISHNE/SCP extension (a damaged one is listed so that reading it reports the problem). Other XML
     counts only by content, since folders also hold unrelated XML."""
     path = Path(path)
-    return sniff_kind(path) is not None or SUFFIX_KINDS.get(path.suffix.lower()) in ("dicom", "ishne")
+    return sniff_kind(path) is not None or SUFFIX_KINDS.get(path.suffix.lower()) in ("dicom", "ishne", "scp")
 
 
 def read_xml(path: Path) -> Element:
@@ -120,24 +124,29 @@ def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def derive_limb_leads(signal: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+def derive_limb_leads(signal: np.ndarray, leads: list[str], raw: list[str]
+                      ) -> tuple[np.ndarray, list[str], list[str], list[str]]:
     """Add III, aVR, aVL, aVF (Einthoven, Goldberger) from I and II when the file stores only those two.
 
-    Returns (signal [L', n], names, the derived names). Leads already present are left alone; with I
-    or II missing nothing is derived.
+    `leads` are canonical names, `raw` the file's. Returns (signal [L', n], leads, raw names (a derived
+    lead's raw name is its canonical one), the derived names). Limb leads come first in the standard
+    order; leads already present are left alone; with I or II missing nothing is derived.
     """
-    if "I" not in names or "II" not in names:
-        return signal, names, []
-    lead_i, lead_ii = signal[names.index("I")], signal[names.index("II")]
+    if "I" not in leads or "II" not in leads:
+        return signal, leads, raw, []
+    lead_i, lead_ii = signal[leads.index("I")], signal[leads.index("II")]
     formulas = {"III": lead_ii - lead_i, "aVR": -(lead_i + lead_ii) / 2,
                 "aVL": lead_i - lead_ii / 2, "aVF": lead_ii - lead_i / 2}
-    derived = [name for name in formulas if name not in names]
+    derived = [name for name in formulas if name not in leads]
     if not derived:
-        return signal, names, []
-    rows = {name: signal[k] for k, name in enumerate(names)} | {name: formulas[name] for name in derived}
-    order = ["I", "II", "III", "aVR", "aVL", "aVF"]
-    ordered = order + [name for name in names if name not in order]
-    return np.stack([rows[name] for name in ordered]).astype(np.float32), ordered, derived
+        return signal, leads, raw, []
+    stored = list(zip(leads, raw, signal))
+    limb = {name: (raw_name, row) for name, raw_name, row in stored if name in ("I", "II", *formulas)}
+    limb |= {name: (name, formulas[name]) for name in derived}
+    rows = [(name, *limb[name]) for name in ("I", "II", *formulas)]
+    rows += [item for item in stored if item[0] not in limb]
+    return (np.stack([row for _, _, row in rows]).astype(np.float32), [name for name, _, _ in rows],
+            [raw_name for _, raw_name, _ in rows], derived)
 
 
 def header_from(record: Recording) -> RecordInfo:

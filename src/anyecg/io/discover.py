@@ -10,7 +10,7 @@ per record, sorted:
   `.csv`), except files that are clearly not signals: a `.mat` whose only array is a strictly
   increasing integer vector (reference sample indices, e.g. CPSC 2019 `ref/R_*.mat`) and a `.csv`
   whose first data row is not all numbers (metadata tables such as CODE-15% `labels.csv`);
-- clinical exports (DICOM, GE MUSE / Philips / HL7 aECG XML, ISHNE) count when their content says
+- clinical exports (DICOM, GE MUSE / Philips / HL7 aECG XML, ISHNE, SCP-ECG) count when their content says
   so, whatever their extension (see `anyecg.io.clinical`);
 - `exclude` takes glob patterns matched against the file name and against the whole path
   (`"labels.csv"`, `"*/ref/*"`) for anything else to leave out.
@@ -35,7 +35,7 @@ ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
 EDF_SUFFIXES = (".edf", ".bdf")
 SIGNAL_SUFFIXES = frozenset({".mat", *EDF_SUFFIXES, *ARRAY_SUFFIXES})
 SUPPORTED = (".hea (or a WFDB record name), .mat, .edf, .bdf, .npy, .npz, .csv, "
-             "DICOM, GE MUSE / Philips / HL7 aECG XML, ISHNE .ecg")
+             "DICOM, GE MUSE / Philips / HL7 aECG XML, ISHNE .ecg, SCP-ECG")
 
 
 def record_kind(path: str | Path) -> tuple[str, Path]:
@@ -55,7 +55,7 @@ def record_kind(path: str | Path) -> tuple[str, Path]:
         return "wfdb", path.with_suffix(".hea")
     if suffix == ".mat":
         return "mat", path
-    if (kind := clinical_kind(path)) is not None:  # DICOM, vendor XML, ISHNE: by content, else extension
+    if (kind := clinical_kind(path)) is not None:  # DICOM, vendor XML, ISHNE, SCP: by content, else extension
         return kind, path
     if not path.exists():
         raise RecordError(path, "no such file (nor a WFDB record with this name)")

@@ -127,9 +127,8 @@ def read_muse(path: Path, root: Element) -> Recording:
     if len(set(lengths.values())) != 1:
         raise RecordError(path, f"Rhythm leads differ in length {lengths}; one record needs one length")
     names = [name for name, _, _ in leads]
-    stored = canonical_leads(names)
-    signal, canonical, derived = derive_limb_leads(np.stack([samples for _, samples, _ in leads]), stored)
-    raw_names = [names[stored.index(lead)] if lead in stored else lead for lead in canonical]
+    signal, canonical, raw_names, derived = derive_limb_leads(
+        np.stack([samples for _, samples, _ in leads]), canonical_leads(names), names)
     patient, test = root.find("PatientDemographics"), root.find("TestDemographics")
     measurements = root.find("RestingECGMeasurements")
     cart, muse_version = _text(test, "AcquisitionDevice"), _text(root.find("MuseInfo"), "MuseVersion")
