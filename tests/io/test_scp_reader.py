@@ -129,3 +129,42 @@ def test_damaged_files(formats_dir, tmp_path):
     path.write_bytes(b"")
     with pytest.raises(RecordError, match=r"bad\.scp: empty file \(0 bytes\)"):
         read_record(path)
+
+
+# The standard's default Huffman table written out: (code, total bits, value); the last two are
+# escapes followed by an 8- or 16-bit value.
+_TABLE = [("0", 1, 0), ("100", 3, 1), ("101", 3, -1), ("1100", 4, 2), ("1101", 4, -2), ("11100", 5, 3),
+          ("11101", 5, -3), ("111100", 6, 4), ("111101", 6, -4), ("1111100", 7, 5), ("1111101", 7, -5),
+          ("11111100", 8, 6), ("11111101", 8, -6), ("111111100", 9, 7), ("111111101", 9, -7),
+          ("1111111100", 10, 8), ("1111111101", 10, -8), ("1111111110", 18, 0), ("1111111111", 26, 0)]
+
+
+def _with_section_2(data: bytes, payload: bytes) -> bytes:
+    """The file rebuilt with another section 2 payload: later sections move, section 0 follows them."""
+    length = struct.unpack_from("<I", data, 6 + 4)[0]
+    pointers = [struct.unpack_from("<HII", data, offset) for offset in range(6 + 16, 6 + length, 10)]
+    present = sorted((index, number, size) for number, size, index in pointers if size)
+    blobs = {number: data[index - 1:index - 1 + size] for index, number, size in present}
+    header = bytearray(blobs[2][:16])
+    struct.pack_into("<I", header, 4, 16 + len(payload))
+    blobs[2] = bytes(header) + payload
+    starts, position = {}, 7
+    for _, number, _ in present:
+        starts[number], position = position, position + len(blobs[number])
+    section_0 = bytearray(blobs[0])
+    for k, (number, size, _) in enumerate(pointers):
+        if size:
+            struct.pack_into("<HII", section_0, 16 + 10 * k, number, len(blobs[number]), starts[number])
+    blobs[0] = bytes(section_0)
+    body = b"".join(blobs[number] for _, number, _ in present)
+    return struct.pack("<HI", 0, 6 + len(body)) + body  # checksum 0: not computed
+
+
+def test_huffman_table_stored_in_the_file(formats_dir, tmp_path):
+    """The default table spelled out in section 2 (codes stored bit-reversed) decodes the same samples."""
+    original = formats_dir / "scp_ecg" / WELCH_ALLYN
+    payload = struct.pack("<HH", 1, len(_TABLE)) + b"".join(
+        struct.pack("<BBBhI", len(code), total, 1, value, int(code[::-1], 2)) for code, total, value in _TABLE)
+    path = tmp_path / "own_table.scp"
+    path.write_bytes(_with_section_2(original.read_bytes(), payload))
+    np.testing.assert_array_equal(read_record(path).signal, read_record(original).signal)
