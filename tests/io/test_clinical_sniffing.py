@@ -34,6 +34,7 @@ def test_root_names_in_any_encoding():
     text = '<?xml version="1.0"?>\n<!-- a <comment> -->\n<!DOCTYPE RestingECG SYSTEM "restecg.dtd">\n<RestingECG>'
     assert xml_root_name(text.encode("latin-1")) == "RestingECG"
     assert xml_root_name(b"\xff\xfe" + "<restingecgdata>".encode("utf-16-le")) == "restingecgdata"
+    assert xml_root_name(b"\xef\xbb\xbf<RestingECG>") == "RestingECG"
     assert xml_root_name('<hl7:AnnotatedECG xmlns:hl7="urn:hl7-org:v3">'.encode()) == "AnnotatedECG"
     assert xml_root_name(b"\x00\x01binary") is None
 

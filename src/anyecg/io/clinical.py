@@ -1,13 +1,13 @@
-"""What the clinical-export readers (DICOM, vendor XML, ISHNE, SCP-ECG) share: telling the format from a
-file's first bytes, hardened XML parsing, limb leads derived from I and II, and header/chunk views
-of formats that are read whole.
+"""What the clinical-export readers (DICOM, vendor XML, ISHNE, SCP-ECG) share: telling the format
+from a file's first bytes, hardened XML parsing, limb leads derived from I and II, and header/chunk
+views of formats that are read whole.
 
 Formats are recognised by content, so a DICOM file without extension or a MUSE export named `.txt`
 still reads: `DICM` at byte 128 (DICOM Part 10), the ISHNE magic `ISHNE1.0`, `SCPECG` in the first
 section header of an SCP-ECG file, or the root element of an XML file (`RestingECG` GE MUSE,
 `restingecgdata` Philips, `AnnotatedECG` HL7 aECG). Files whose content says nothing fall back to
-their extension (`.dcm`, `.ecg`, `.scp`, `.xml`), so a damaged
-file still reaches its reader, which then names what is wrong.
+their extension (`.dcm`, `.ecg`, `.scp`, `.xml`), so a damaged file still reaches its reader, which
+then names what is wrong.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def _head(path: Path) -> bytes:
 
 def _as_text(head: bytes) -> str:
     """The start of a file as text, whatever its XML encoding (UTF-8, Latin-1, UTF-16 with or without BOM)."""
+    if head.startswith(b"\xef\xbb\xbf"):
+        return head[3:].decode("utf-8", errors="ignore")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         return head.decode("utf-16", errors="ignore")
     if head[:2] == b"<\x00":
