@@ -18,7 +18,6 @@ from xml.etree.ElementTree import Element
 
 import numpy as np
 
-from anyecg.io.clinical import local_name
 from anyecg.io.metadata import millivolt_factor, parse_age, parse_sex
 from anyecg.io.recording import RecordError, Recording
 from anyecg.signal.leads import canonical_leads
@@ -80,7 +79,7 @@ def _lead(path: Path, sequence: Element) -> np.ndarray:
     code = _code(sequence)
     value = sequence.find("value")
     kind = value.get(_XSI_TYPE, "") if value is not None else ""
-    if local_name(kind.split(":")[-1]) != "SLIST_PQ":
+    if kind.split(":")[-1] != "SLIST_PQ":
         raise RecordError(path, f"{code} sequence: value type {kind!r} is not supported (SLIST_PQ)")
     origin = _quantity(path, f"{code} sequence", value.find("origin"), "origin")
     scale = _quantity(path, f"{code} sequence", value.find("scale"), "scale")
@@ -136,6 +135,7 @@ def read_aecg(path: Path, root: Element) -> Recording:
     if not times:
         raise RecordError(path, "RHYTHM sequenceSet has no TIME_ABSOLUTE/TIME_RELATIVE sequence (no sampling rate)")
     fs = 1.0 / _interval(path, times[0])
+    fs = float(round(fs)) if abs(fs - round(fs)) < 1e-6 * fs else fs  # 0.002 s -> 500 Hz, not 499.99...
     channels = [s for s in sequences if _code(s) not in _TIME_CODES]
     if not channels:
         raise RecordError(path, "RHYTHM sequenceSet has no lead sequences")
