@@ -24,6 +24,10 @@ def _folder(formats_dir: Path, target: Path) -> Path:
     shutil.copy(get_testdata_file("CT_small.dcm"), target / "ct.dcm")  # DICOM without a waveform
     (target / "empty.dcm").write_bytes(b"")
     (target / "cut.xml").write_bytes((formats_dir / "muse_xml" / "easyRecg_muse_ecg2.xml").read_bytes()[:50_000])
+    muse = (formats_dir / "muse_xml" / "easyRecg_muse_ecg1.xml").read_text(encoding="latin-1")
+    (target / "bad_base64.xml").write_text(muse.replace("<WaveFormData>\nIAAg", "<WaveFormData>\nI*Ag"), encoding="latin-1")
+    philips = (formats_dir / "philips_sierra_xml" / "129DYPRG.XML").read_text(encoding="utf-8")
+    (target / "zip.xml").write_text(philips.replace('compressmethod="XLI"', 'compressmethod="ZIP"'), encoding="utf-8")
     (target / "notes.xml").write_text("<notes/>")  # not an ECG: not listed at all
     for file in target.iterdir():
         file.chmod(0o644)
@@ -42,10 +46,12 @@ def test_prepare_stores_good_exports_and_skips_bad_ones(formats_dir, tmp_path):
     assert rows.loc["philips", "header_labels"].startswith("Sinus bradycardia;")
     assert rows.loc["muse", "sex"] == "M" and rows.loc["muse", "age"] == 60.0
     skipped = {Path(s).name: p for s, p in zip(store.skipped()["source"], store.skipped()["problem"])}
-    assert result.skipped == 3 and set(skipped) == {"ct.dcm", "empty.dcm", "cut.xml"}
+    assert result.skipped == 5 and set(skipped) == {"ct.dcm", "empty.dcm", "cut.xml", "bad_base64.xml", "zip.xml"}
     assert "no waveform" in skipped["ct.dcm"]
     assert "empty file" in skipped["empty.dcm"]
     assert "not well-formed XML" in skipped["cut.xml"]
+    assert "Rhythm lead I: WaveFormData is not valid base64" in skipped["bad_base64.xml"]
+    assert "parsedwaveforms compression 'ZIP' is unknown" in skipped["zip.xml"]
 
 
 def test_upload_reader_and_inspect(formats_dir, tmp_path):
