@@ -87,9 +87,8 @@ def _header(path: Path) -> IshneHeader:
         raise RecordError(path, f"ISHNE header is truncated: {len(head)} bytes, the fixed header needs {HEADER_START + HEADER_BYTES}")
     fields = _LAYOUT.unpack_from(head, HEADER_START)
     var_size, n_samples, _, data_offset, _ = fields[:5]
-    first, last, patient = fields[5:8]
-    sex, _race = fields[8:10]
-    birth, recorded, _filed, _start = fields[10:13], fields[13:16], fields[16:19], fields[19:22]
+    patient, sex = fields[7], fields[8]  # names (5, 6) are not read
+    birth, recorded = fields[10:13], fields[13:16]
     n_leads = fields[22]
     codes, resolution = list(fields[23:35]), list(fields[47:59])
     recorder, rate = fields[60], fields[61]
