@@ -5,8 +5,9 @@ The 12 leads are one base64 block in `<parsedwaveforms>`, usually XLI-compressed
 coding, with III, aVR, aVL and aVF stored as residuals of I and II). Decoding is left to the `sierraecg`
 library, the maintained reader of this format; samples are scaled by the signal resolution
 (`signalresolution` in 1.03, `resolution` in 1.04, uV per unit). The rate is `samplingrate`, the
-length `durationperchannel` (ms). Samples are kept as stored: the carts seen end every lead with
-0.2 s of a 1 mV calibration pulse (samples 5350-5449 of 5500).
+length `durationperchannel` (ms). Carts end the strip with a calibration block, the same in every
+lead (flat, then a 0.2 s 1 mV pulse); it is not ECG, so it is cut off and its pulse height is kept in
+`meta["calibration_mv"]` (with the number of samples cut in `meta["calibration_samples"]`).
 
 Labels are the machine's interpretation statements as printed (`<statement><leftstatement>`, else
 the coded `lhsstatement` of 1.04); their reasons and the overall severity (`- ABNORMAL ECG -`) are kept in `meta`.
@@ -70,6 +71,19 @@ def _decode(path: Path) -> list[tuple[str, np.ndarray]]:
     return [(lead.label, np.asarray(lead.samples)) for lead in ecg.leads]
 
 
+def _split_calibration(signal: np.ndarray, fs: float) -> tuple[np.ndarray, int, float | None]:
+    """(ECG part, samples cut, pulse height in mV): the trailing run where all leads are equal, when
+    it lasts at least 0.1 s; an ECG never has every lead equal for that long."""
+    equal = np.all(signal == signal[:1], axis=0)  # [n]
+    start = len(equal)
+    while start > 0 and equal[start - 1]:
+        start -= 1
+    if len(equal) - start < 0.1 * fs or start == 0:
+        return signal, 0, None
+    block = signal[0, start:]
+    return signal[:, :start], len(block), float(block.max() - block.min())
+
+
 def _statements(root: Element) -> tuple[list[str], list[dict[str, str]], str | None]:
     """(statement texts, statements with their reasons, severity)."""
     interpretation = root.find("interpretations/interpretation")
@@ -114,6 +128,7 @@ def read_philips(path: Path, root: Element) -> Recording:
                                     f"{duration_ms:g} ms at {fs:g} Hz needs {expected} (damaged or truncated data)")
     names = [label for label, _ in leads]
     signal = np.stack([samples.astype(np.float64) for _, samples in leads]) * (resolution_uv / 1000)  # uV -> mV
+    signal, cut, pulse_mv = _split_calibration(signal, fs)
     acquisition = root.find("dataacquisition")
     acquired = " ".join(filter(None, [acquisition.get("date", ""), acquisition.get("time", "")])) if acquisition is not None else ""
     patient = root.find("patient/generalpatientdata")
@@ -126,6 +141,8 @@ def read_philips(path: Path, root: Element) -> Recording:
         "units": ["mV"] * len(names),
         "resolution_uv": resolution_uv,
         "compression": waveforms.get("compressmethod") or waveforms.get("compression") or "Uncompressed",
+        "calibration_mv": pulse_mv,
+        "calibration_samples": cut,
         "statements": reasons,
         "severity": severity,
         "acquired": acquired or None,
