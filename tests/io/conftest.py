@@ -37,3 +37,12 @@ def copy_record(tmp_path):
         return target / source.name
 
     return copy
+
+
+@pytest.fixture
+def formats_dir(shared_data) -> Path:
+    """Real clinical export samples (`formats/MANIFEST.tsv` names their sources and licences)."""
+    root = shared_data / "formats"
+    if not (root / "MANIFEST.tsv").is_file():
+        pytest.skip(f"clinical format samples not found at {root}")
+    return root

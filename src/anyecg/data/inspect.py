@@ -29,6 +29,9 @@ def describe_record(path: str | Path, *, fs: float | None = None, leads: list[st
         "patient_id": record.patient_id,
         "labels": [_label_text(label) for label in record.labels],
     }
+    for key in ("format", "device", "derived_leads"):  # clinical exports say which device wrote them
+        if record.meta.get(key):
+            info[key] = record.meta[key]
     if record.annotations is not None:
         ann = record.annotations
         info["annotations"] = {

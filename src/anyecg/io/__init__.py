@@ -2,6 +2,7 @@
 
     rec = read_record("mitdb/100")                      # WFDB: .hea, record name, or one of its files
     rec = read_record("code15/x.mat", fs=400, leads=list(STANDARD_12))   # plain .mat / .npy / .npz / .csv
+    rec = read_record("export/ecg.dcm")                 # DICOM, MUSE / Philips / HL7 aECG XML, ISHNE, SCP: by content
     info = read_header("cinc2021/E07500.hea")           # metadata and length, no samples
     for start, block in iter_chunks("holter.hea", 60 * 1000):   # [leads, n] pieces of a long record
         ...
@@ -21,12 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from anyecg.io.arrays import iter_array_chunks, read_array_header, read_array_record
+from anyecg.io.dicom import iter_dicom_chunks, read_dicom, read_dicom_header
 from anyecg.io.discover import find_records, record_kind
+from anyecg.io.ecg_xml import iter_ecg_xml_chunks, read_ecg_xml, read_ecg_xml_header
 from anyecg.io.edf import iter_edf_chunks, read_edf, read_edf_header
+from anyecg.io.ishne import iter_ishne_chunks, read_ishne, read_ishne_header
 from anyecg.io.matlab import iter_mat_chunks, read_mat_header, read_mat_record
 from anyecg.io.metadata import RecordInfo
 from anyecg.io.quality import check_signal
 from anyecg.io.recording import Annotations, RecordError, Recording
+from anyecg.io.scp import iter_scp_chunks, read_scp, read_scp_header
 from anyecg.io.snomed import snomed_abbreviation, snomed_name
 from anyecg.io.wfdb_reader import iter_wfdb_chunks, read_wfdb, read_wfdb_annotations, read_wfdb_header
 
@@ -39,6 +44,10 @@ __all__ = [
 _READERS = {"wfdb": read_wfdb, "mat": read_mat_record, "edf": read_edf, "array": read_array_record}
 _HEADERS = {"wfdb": read_wfdb_header, "mat": read_mat_header, "edf": read_edf_header, "array": read_array_header}
 _CHUNKS = {"wfdb": iter_wfdb_chunks, "mat": iter_mat_chunks, "edf": iter_edf_chunks, "array": iter_array_chunks}
+# Clinical exports, found by content (anyecg.io.clinical)
+_READERS |= {"dicom": read_dicom, "xml": read_ecg_xml, "ishne": read_ishne, "scp": read_scp}
+_HEADERS |= {"dicom": read_dicom_header, "xml": read_ecg_xml_header, "ishne": read_ishne_header, "scp": read_scp_header}
+_CHUNKS |= {"dicom": iter_dicom_chunks, "xml": iter_ecg_xml_chunks, "ishne": iter_ishne_chunks, "scp": iter_scp_chunks}
 
 
 def read_record(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
@@ -57,7 +66,7 @@ def iter_chunks(path: str | Path, chunk_samples: int, *, fs: float | None = None
                 leads: list[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (start sample, float32 [leads, n] mV) covering the record in order, n <= chunk_samples.
 
-    WFDB (fixed-width formats and 212), EDF and .npy read only the requested span, so memory stays
+    WFDB (fixed-width formats and 212), EDF, ISHNE and .npy read only the requested span, so memory stays
     one chunk however long the record; plain .mat, .npz and .csv are loaded whole, then sliced.
     """
     if int(chunk_samples) != chunk_samples or chunk_samples < 1:

@@ -10,6 +10,8 @@ per record, sorted:
   `.csv`), except files that are clearly not signals: a `.mat` whose only array is a strictly
   increasing integer vector (reference sample indices, e.g. CPSC 2019 `ref/R_*.mat`) and a `.csv`
   whose first data row is not all numbers (metadata tables such as CODE-15% `labels.csv`);
+- clinical exports (DICOM, GE MUSE / Philips / HL7 aECG XML, ISHNE, SCP-ECG) count when their content says
+  so, whatever their extension (see `anyecg.io.clinical`);
 - `exclude` takes glob patterns matched against the file name and against the whole path
   (`"labels.csv"`, `"*/ref/*"`) for anything else to leave out.
 
@@ -24,6 +26,7 @@ import glob
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from anyecg.io.clinical import clinical_kind, listed_in_folder
 from anyecg.io.matlab import holds_indices
 from anyecg.io.recording import RecordError
 from anyecg.io.wfdb_reader import parse_header
@@ -31,11 +34,12 @@ from anyecg.io.wfdb_reader import parse_header
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
 EDF_SUFFIXES = (".edf", ".bdf")
 SIGNAL_SUFFIXES = frozenset({".mat", *EDF_SUFFIXES, *ARRAY_SUFFIXES})
-SUPPORTED = ".hea (or a WFDB record name), .mat, .edf, .bdf, .npy, .npz, .csv"
+SUPPORTED = (".hea (or a WFDB record name), .mat, .edf, .bdf, .npy, .npz, .csv, "
+             "DICOM, GE MUSE / Philips / HL7 aECG XML, ISHNE .ecg, SCP-ECG")
 
 
 def record_kind(path: str | Path) -> tuple[str, Path]:
-    """("wfdb" | "mat" | "edf" | "array", the file to open) for a record path; RecordError otherwise."""
+    """("wfdb" | "mat" | "edf" | "array" | a clinical kind, the file to open); RecordError otherwise."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".hea":
@@ -51,8 +55,12 @@ def record_kind(path: str | Path) -> tuple[str, Path]:
         return "wfdb", path.with_suffix(".hea")
     if suffix == ".mat":
         return "mat", path
+    if (kind := clinical_kind(path)) is not None:  # DICOM, vendor XML, ISHNE, SCP: by content, else extension
+        return kind, path
     if not path.exists():
         raise RecordError(path, "no such file (nor a WFDB record with this name)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise RecordError(path, "empty file (0 bytes)")
     raise RecordError(path, f"unsupported file type {suffix or '(no extension)'!r}; supported: {SUPPORTED}")
 
 
@@ -109,7 +117,11 @@ def _records_among(files: Iterable[Path]) -> list[Path]:
     records = [file for file in sorted(headers) if file not in claimed]
     for file in files:
         suffix = file.suffix.lower()
-        if file in claimed or suffix not in SIGNAL_SUFFIXES:
+        if file in claimed:
+            continue
+        if suffix not in SIGNAL_SUFFIXES:
+            if listed_in_folder(file):
+                records.append(file)
             continue
         if suffix == ".mat" and holds_indices(file):
             continue
