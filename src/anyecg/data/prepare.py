@@ -308,7 +308,8 @@ def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable 
     shard_dir = out / SHARD_DIR
     parts = [pd.read_parquet(shard_dir / f"{shard_name(s)}.parquet") for s in range(n_shards)]
     parts = [p for p in parts if len(p)]
-    manifest = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS)
+    # With every record skipped the manifest is empty but keeps the columns a shard index has.
+    manifest = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS + INDEX_COLUMNS)
     skipped = pd.concat(
         [pd.read_parquet(shard_dir / f"{shard_name(s)}.skipped.parquet") for s in range(n_shards)], ignore_index=True
     )
@@ -341,6 +342,10 @@ def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable 
     skipped.to_csv(tmp, index=False)
     os.replace(tmp, out / SKIPPED)
     return manifest, skipped
+
+
+# Columns of a shard index that the manifest needs beyond MANIFEST_COLUMNS (see _ShardWriter._add_row).
+INDEX_COLUMNS = ["header_labels"]
 
 
 def _unique_ids(manifest: pd.DataFrame, sources: list[Path]) -> list[str]:
