@@ -31,6 +31,7 @@ from anyecg.data.store import (
     atomic_write_parquet, read_recipe, shard_name,
 )
 from anyecg.io import find_records, iter_chunks, read_annotations, read_header, read_record
+from anyecg.io.channels import channel_names, keep_ecg_channels, select_channels
 from anyecg.io.quality import check_signal
 from anyecg.io.recording import RecordError, Recording
 from anyecg.signal.normalize import normalize
@@ -56,6 +57,7 @@ class PrepareConfig:
     records_per_shard: int | None = None  # default: enough shards to keep every worker busy
     fs: float | None = None  # for formats that carry no sampling rate (.npy, .csv, plain .mat)
     leads: list[str] | None = None  # for formats that carry no lead names
+    channels: list[str] | None = None  # channels to keep (["all"]: every one); default: the ECG channels
     split_seed: int = 0
     progress: bool = True
     stream_above_values: int = STREAM_ABOVE_VALUES  # records larger than this are streamed in chunks
@@ -84,7 +86,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     # Each worker process cleans with one thread; a single process lets clean_batch use every core.
     threads = 1 if config.workers > 1 and len(todo) > 1 else None
     jobs = [(s, [_signal_args(src, config, labels, sources) for src in by_shard[s]], config.recipe, out, threads,
-             config.stream_above_values) for s in todo]
+             config.stream_above_values, config.channels) for s in todo]
 
     bar = tqdm(total=len(plan), unit="rec", desc="prepare", disable=not config.progress, file=sys.stderr)
     bar.update(len(plan) - sum(len(by_shard[s]) for s in todo))
@@ -155,11 +157,12 @@ def _signal_args(source: str, config: PrepareConfig, labels: LabelTable | None, 
 
 def prepare_shard(
     shard: int, records: list[tuple[str, float | None, list[str] | None]], recipe: Recipe, out: Path,
-    threads: int | None = None, stream_above_values: int = STREAM_ABOVE_VALUES,
+    threads: int | None = None, stream_above_values: int = STREAM_ABOVE_VALUES, channels: list[str] | None = None,
 ) -> int:
     """Clean every record of one shard into its .f32 file and index; returns the number of records seen.
 
     `records` holds (source, fs, leads): the rate and lead names to use where the file has none.
+    `channels` chooses the channels to keep (see anyecg.io.channels); by default the ECG channels.
     """
     shard_dir = Path(out) / SHARD_DIR
     name = shard_name(shard)
@@ -170,10 +173,12 @@ def prepare_shard(
     for source, fs, leads in records:
         try:
             info = read_header(source, fs=fs, leads=leads)
-            if info.n_samples * len(info.leads) > stream_above_values:
-                writer.write_streamed(source, info, fs, leads)
+            keep, dropped = select_channels(source, channel_names(info.meta, info.raw_leads), info.meta.get("units"),
+                                            channels)
+            if info.n_samples * len(keep) > stream_above_values:
+                writer.write_streamed(source, info, fs, leads, keep, dropped)
                 continue
-            record = check_signal(read_record(source, fs=fs, leads=leads))
+            record = check_signal(keep_ecg_channels(read_record(source, fs=fs, leads=leads), channels))
         except RecordError as err:
             skipped.append({"source": source, "problem": err.problem})
             continue
@@ -247,14 +252,15 @@ class _ShardWriter:
                 "aux": ann.aux,
             }))
 
-    def write_streamed(self, source: str, info, fs: float | None, leads: list[str] | None) -> None:
-        """A long record, chunk by chunk; on any failure the partial samples are cut off again."""
+    def write_streamed(self, source: str, info, fs: float | None, leads: list[str] | None,
+                       keep: list[int], dropped: list[dict]) -> None:
+        """A long record's channels `keep`, chunk by chunk; on any failure the partial samples are cut off again."""
         start = self.handle.tell()
         chunk = int(STREAM_CHUNK_S * info.fs)
         stride = max(1, math.ceil(info.n_samples * self.recipe.target_fs / info.fs / STATS_SAMPLES))
         subsample, n_out = [], 0
         try:
-            raw = (_finite(source, c) for _, c in iter_chunks(source, chunk, fs=fs, leads=leads))
+            raw = (_finite(source, c[keep] if dropped else c) for _, c in iter_chunks(source, chunk, fs=fs, leads=leads))
             for cleaned in clean_stream(raw, info.fs, self.recipe):  # [L, n] mV at target_fs
                 self.handle.write(_time_major_bytes(cleaned))
                 subsample.append(cleaned[:, (-n_out) % stride :: stride])
@@ -268,12 +274,12 @@ class _ShardWriter:
         _, offset, scale = normalize(np.concatenate(subsample, axis=1), self.recipe)
         annotations = read_annotations(source)
         record = Recording(
-            signal=np.empty((len(info.leads), 0), np.float32), fs=info.fs, leads=info.leads,
+            signal=np.empty((len(keep), 0), np.float32), fs=info.fs, leads=[info.leads[i] for i in keep],
             record_id=info.record_id, patient_id=info.patient_id, age=info.age, sex=info.sex,
-            labels=info.labels, source=str(source), raw_leads=info.raw_leads, annotations=annotations,
-            meta=info.meta,
+            labels=info.labels, source=str(source), raw_leads=[info.raw_leads[i] for i in keep],
+            annotations=annotations, meta={**info.meta, "dropped_leads": dropped},
         )
-        self._add_row(record, (len(info.leads), n_out), offset, scale)
+        self._add_row(record, (len(keep), n_out), offset, scale)
 
     def finish(self, data_path: Path, index_path: Path, skipped: list[dict]) -> None:
         self.handle.flush()

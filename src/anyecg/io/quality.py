@@ -14,10 +14,9 @@ If no lead is left the record raises. (Header/data length mismatches are raised 
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
+from anyecg.io.channels import keep_rows
 from anyecg.io.recording import RecordError, Recording
 
 FLAT_PTP_MV = 1e-3
@@ -76,8 +75,4 @@ def check_signal(rec: Recording) -> Recording:
     if not keep:
         reasons = "; ".join(f"{_lead_label(rec, d['index'])}: {d['reason']}" for d in dropped)
         raise RecordError(where, f"no usable lead left: {reasons}")
-    meta = {**rec.meta, "dropped_leads": list(rec.meta.get("dropped_leads", [])) + dropped}
-    raw = [rec.raw_leads[i] for i in keep] if len(rec.raw_leads) == signal.shape[0] else rec.raw_leads
-    return dataclasses.replace(
-        rec, signal=np.ascontiguousarray(signal[keep]), leads=[rec.leads[i] for i in keep], raw_leads=raw, meta=meta,
-    )
+    return keep_rows(rec, keep, dropped)

@@ -367,7 +367,12 @@ def read_wfdb_header(path: str | Path, *, fs: float | None = None, leads: list[s
         except Exception as err:
             raise RecordError(header.path, f"wfdb could not read the multi-segment header: {err}") from None
         raw = list(layout.sig_name or [])
-        n_samples, units = int(layout.sig_len), ["mV"] * len(raw)
+        units_by_name: dict[str, str] = {}  # the layout or first segment that has a signal gives its units
+        for segment in layout.segments or []:
+            if segment is not None:
+                for name, unit in zip(segment.sig_name or [], segment.units or []):
+                    units_by_name.setdefault(name, unit or "mV")
+        n_samples, units = int(layout.sig_len), [units_by_name.get(name, "mV") for name in raw]
     else:
         raw, units = header.raw_leads, [line.units for line in header.signals]
         if header.fast:
