@@ -71,3 +71,77 @@ def test_eeg_only_record_is_refused_by_channel_names(samples):
     header = parse_header(samples / "n16.hea")  # 5 EEG derivations in uV (Fp2-F4, ..., C4-A1)
     with pytest.raises(RecordError, match="no ECG channel: 'Fp2-F4' \\(EEG channel\\)"):
         select_channels("n16", header.raw_leads, [line.units for line in header.signals])
+
+
+def test_skew_padding_is_trimmed_and_the_rest_equals_wfdb(samples):
+    from anyecg.io import read_record
+    from anyecg.io.gaps import repair_gaps
+
+    [part] = repair_gaps(read_record(samples / "100skew.hea"))
+    reference = wfdb.rdrecord(str(samples / "100skew")).p_signal.T  # last 3 samples of V5 are NaN
+    assert np.isnan(reference[1, -3:]).all() and part.n_samples == reference.shape[1] - 3
+    np.testing.assert_allclose(part.signal, reference[:, :-3], rtol=1e-6)
+    assert part.meta["repairs"] == ["trimmed 3 samples with missing values at the end"]
+
+
+def test_gappy_mimic_record_is_split_into_parts_of_one_patient(samples):
+    from anyecg.io import read_record
+    from anyecg.io.channels import keep_ecg_channels
+    from anyecg.io.gaps import MAX_INTERPOLATED_GAP_S, MIN_PART_S, repair_gaps
+
+    header = samples / "multi-segment" / "s25047" / "s25047-2704-05-04-10-44.hea"
+    parts = repair_gaps(keep_ecg_channels(read_record(header)))  # II, V with 4.9 % missing
+    reference = wfdb.rdrecord(str(header.with_suffix(""))).p_signal[:, :2].T
+    assert len(parts) == 13 and len({p.patient_id for p in parts}) == 1
+    for part in parts:
+        assert part.n_samples >= MIN_PART_S * part.fs and np.isfinite(part.signal).all()
+        start = round(part.meta["source_start_s"] * part.fs)
+        expected = reference[:, start:start + part.n_samples]
+        valid = np.isfinite(expected)
+        np.testing.assert_allclose(part.signal[valid], expected[valid], rtol=1e-6)
+        # a filled sample lies within its two valid neighbours, and no filled run is longer than the limit
+        for lead in range(2):
+            for a, b in zip(*_runs(~valid[lead])):
+                assert b - a <= MAX_INTERPOLATED_GAP_S * part.fs
+                low, high = sorted(expected[lead, [a - 1, b]])
+                assert (low - 1e-6 <= part.signal[lead, a:b]).all() and (part.signal[lead, a:b] <= high + 1e-6).all()
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return edges[::2], edges[1::2]
+
+
+def test_streamed_record_gets_the_same_gap_policy_and_lead_checks(samples, tmp_path):
+    folder = samples / "multi-segment" / "s25047"
+    whole, _ = run([folder / "s25047-2704-05-04-10-44.hea"], tmp_path / "whole")
+    streamed, _ = run([folder / "s25047-2704-05-04-10-44.hea"], tmp_path / "streamed", stream_above_values=100_000)
+    columns = ["record_id", "leads", "dropped_leads", "repairs", "source_start_s", "n_samples", "patient_id"]
+    whole_parts = whole[columns].set_index("record_id")
+    streamed_parts = streamed[columns].set_index("record_id")
+    # one difference by design: the streamed record checks flat leads over the whole record, not per part
+    assert list(streamed_parts.index) == list(whole_parts.index)
+    assert (streamed_parts["repairs"] == whole_parts["repairs"]).all()
+    np.testing.assert_allclose(streamed_parts["source_start_s"], whole_parts["source_start_s"])
+    np.testing.assert_array_equal(streamed_parts["n_samples"], whole_parts["n_samples"])
+    a = Store(tmp_path / "whole").signal(3, normalized=False)
+    b = Store(tmp_path / "streamed").signal(3, normalized=False)
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_streamed_record_drops_a_dead_electrode(shared_data, tmp_path):
+    """MIT-BIH 100 with V5 made constant, as a disconnected electrode writes it, read in chunks."""
+    source = wfdb.rdrecord(str(shared_data / "mitdb" / "100"), physical=False)
+    digital = source.d_signal.copy()
+    digital[:, 1] = digital[0, 1]
+    wfdb.wrsamp("dead", fs=source.fs, units=source.units, sig_name=source.sig_name, d_signal=digital,
+                fmt=source.fmt, adc_gain=source.adc_gain, baseline=source.baseline, write_dir=str(tmp_path))
+    streamed, _ = run([tmp_path / "dead.hea"], tmp_path / "streamed", stream_above_values=100_000)
+    whole, _ = run([tmp_path / "dead.hea"], tmp_path / "whole")
+    assert streamed["leads"][0] == whole["leads"][0] == "II"
+    assert streamed["dropped_leads"][0] == whole["dropped_leads"][0] == "V5:flat: peak-to-peak 0 uV < 1 uV"
+
+
+def test_constant_flac_record_is_refused_when_streamed(samples, tmp_path):
+    manifest, skipped = run([samples / "flac_3_constant.hea"], tmp_path / "store")
+    assert len(manifest) == 0 and skipped["problem"][0].startswith("no usable lead left: col 0: flat")

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,8 @@ from anyecg.data.store import (
 )
 from anyecg.io import find_records, iter_chunks, read_annotations, read_header, read_record
 from anyecg.io.channels import channel_names, keep_ecg_channels, select_channels
-from anyecg.io.quality import check_signal
+from anyecg.io.gaps import cut_annotations, fill_short_gaps, plan_gaps, repair_gaps
+from anyecg.io.quality import StreamStats, check_signal
 from anyecg.io.recording import RecordError, Recording
 from anyecg.signal.normalize import normalize
 from anyecg.signal.recipe import Recipe, clean_batch, clean_stream
@@ -178,17 +180,19 @@ def prepare_shard(
             if info.n_samples * len(keep) > stream_above_values:
                 writer.write_streamed(source, info, fs, leads, keep, dropped)
                 continue
-            record = check_signal(keep_ecg_channels(read_record(source, fs=fs, leads=leads), channels))
+            parts = [check_signal(part) for part in
+                     repair_gaps(keep_ecg_channels(read_record(source, fs=fs, leads=leads), channels))]
         except RecordError as err:
             skipped.append({"source": source, "problem": err.problem})
             continue
         except Exception as err:  # a reader bug must not end a 10,000-record job; report it instead
             skipped.append({"source": source, "problem": f"unexpected {type(err).__name__}: {err}"})
             continue
-        key = (record.fs, record.n_leads, record.n_samples)
-        pending[key].append(record)
-        if len(pending[key]) * record.n_leads * record.n_samples >= BATCH_VALUES:
-            writer.write_batch(pending.pop(key))
+        for record in parts:
+            key = (record.fs, record.n_leads, record.n_samples)
+            pending[key].append(record)
+            if len(pending[key]) * record.n_leads * record.n_samples >= BATCH_VALUES:
+                writer.write_batch(pending.pop(key))
     for batch in pending.values():
         writer.write_batch(batch)
     writer.finish(shard_dir / f"{name}.f32", shard_dir / f"{name}.parquet", skipped)
@@ -229,6 +233,8 @@ class _ShardWriter:
             "leads": ";".join(record.leads),
             "raw_leads": ";".join(record.raw_leads),
             "dropped_leads": ";".join(f"{d['lead']}:{d['reason']}" for d in record.meta.get("dropped_leads", [])),
+            "repairs": "; ".join(record.meta.get("repairs", [])),
+            "source_start_s": float(record.meta.get("source_start_s", 0.0)),
             "duration_s": n_samples / target_fs,
             "n_samples": n_samples,
             "age": record.age,
@@ -254,32 +260,66 @@ class _ShardWriter:
 
     def write_streamed(self, source: str, info, fs: float | None, leads: list[str] | None,
                        keep: list[int], dropped: list[dict]) -> None:
-        """A long record's channels `keep`, chunk by chunk; on any failure the partial samples are cut off again."""
-        start = self.handle.tell()
+        """A long record's channels `keep`, chunk by chunk, with the checks and gap policy of a whole one.
+
+        A first pass gathers per-lead statistics (flat/saturated leads, missing runs); the second
+        cleans and writes each gap-free part. On any failure the partial samples are cut off again.
+        """
         chunk = int(STREAM_CHUNK_S * info.fs)
-        stride = max(1, math.ceil(info.n_samples * self.recipe.target_fs / info.fs / STATS_SAMPLES))
-        subsample, n_out = [], 0
+
+        def read() -> Iterator[tuple[int, np.ndarray]]:
+            for chunk_start, values in iter_chunks(source, chunk, fs=fs, leads=leads):
+                yield chunk_start, values[keep] if dropped else values
+
+        names = [info.raw_leads[i] for i in keep]
+        stats = StreamStats(len(keep))
+        for _, values in read():
+            stats.update(values)
+        if stats.n_samples == 0:
+            raise RecordError(source, "zero-length signal")
+        dropped = list(dropped)
+        for row, index in enumerate(keep):
+            if (problem := stats.problem(row)) is not None:
+                dropped.append({"lead": info.raw_leads[index], "reason": problem, "index": index})
+        usable = [row for row, index in enumerate(keep) if index not in {d["index"] for d in dropped}]
+        if not usable:
+            raise RecordError(source, "no usable lead left: " + "; ".join(f"{d['lead']}: {d['reason']}" for d in dropped))
+        plan = plan_gaps(source, [stats.missing[row] for row in usable], [names[row] for row in usable],
+                         stats.n_samples, info.fs)
+        dropped += [{**d, "index": keep[usable[d["index"]]]} for d in plan.dropped]
+        rows = [row for row in usable if keep[row] not in {d["index"] for d in dropped}]
+        kept = [keep[row] for row in rows]
+
+        annotations = read_annotations(source)
+        start = self.handle.tell()
+        parts = []
+        cursor = _ChunkCursor((s, v[rows] if len(rows) < len(keep) else v) for s, v in read())
         try:
-            raw = (_finite(source, c[keep] if dropped else c) for _, c in iter_chunks(source, chunk, fs=fs, leads=leads))
-            for cleaned in clean_stream(raw, info.fs, self.recipe):  # [L, n] mV at target_fs
-                self.handle.write(_time_major_bytes(cleaned))
-                subsample.append(cleaned[:, (-n_out) % stride :: stride])
-                n_out += cleaned.shape[1]
-            if n_out == 0:
-                raise RecordError(source, "zero-length signal")
+            for part_start, part_stop in plan.parts:
+                stride = max(1, math.ceil((part_stop - part_start) * self.recipe.target_fs / info.fs / STATS_SAMPLES))
+                subsample, n_out = [], 0
+                raw = fill_short_gaps(cursor.span(part_start, part_stop))
+                for cleaned in clean_stream(raw, info.fs, self.recipe):  # [L, n] mV at target_fs
+                    self.handle.write(_time_major_bytes(cleaned))
+                    subsample.append(cleaned[:, (-n_out) % stride :: stride])
+                    n_out += cleaned.shape[1]
+                parts.append((part_start, part_stop, n_out, normalize(np.concatenate(subsample, axis=1), self.recipe)))
         except BaseException:
             self.handle.seek(start)
             self.handle.truncate()
             raise
-        _, offset, scale = normalize(np.concatenate(subsample, axis=1), self.recipe)
-        annotations = read_annotations(source)
-        record = Recording(
-            signal=np.empty((len(keep), 0), np.float32), fs=info.fs, leads=[info.leads[i] for i in keep],
-            record_id=info.record_id, patient_id=info.patient_id, age=info.age, sex=info.sex,
-            labels=info.labels, source=str(source), raw_leads=[info.raw_leads[i] for i in keep],
-            annotations=annotations, meta={**info.meta, "dropped_leads": dropped},
-        )
-        self._add_row(record, (len(keep), n_out), offset, scale)
+        for k, (part_start, part_stop, n_out, (_, offset, scale)) in enumerate(parts):
+            split = len(parts) > 1
+            record = Recording(
+                signal=np.empty((len(kept), 0), np.float32), fs=info.fs, leads=[info.leads[i] for i in kept],
+                record_id=f"{info.record_id}_part{k + 1}" if split else info.record_id,
+                patient_id=info.patient_id or (f"record:{info.record_id}" if split else None),
+                age=info.age, sex=info.sex, labels=info.labels, source=str(source),
+                raw_leads=[info.raw_leads[i] for i in kept], annotations=cut_annotations(annotations, part_start, part_stop),
+                meta={**info.meta, "dropped_leads": dropped, "repairs": plan.repairs,
+                      "source_start_s": part_start / info.fs},
+            )
+            self._add_row(record, (len(kept), n_out), offset, scale)
 
     def finish(self, data_path: Path, index_path: Path, skipped: list[dict]) -> None:
         self.handle.flush()
@@ -299,12 +339,32 @@ def _time_major_bytes(signal: np.ndarray) -> bytes:
     return np.ascontiguousarray(signal.T, dtype=np.float32).tobytes()
 
 
-def _finite(source: str, chunk: np.ndarray) -> np.ndarray:
-    bad = ~np.isfinite(chunk)
-    if bad.any():
-        lead = int(np.argmax(bad.any(axis=1)))
-        raise RecordError(source, f"{int(bad.sum())} NaN/inf samples (first in lead {lead})")
-    return chunk
+class _ChunkCursor:
+    """Consecutive (start, [L, n]) chunks of a record, read once and handed out span by span, in order."""
+
+    def __init__(self, chunks: Iterator[tuple[int, np.ndarray]]):
+        self.chunks = iter(chunks)
+        self.pending: tuple[int, np.ndarray] | None = None
+
+    def span(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """The samples [start, stop) as pieces; spans must be asked for in increasing order."""
+        while True:
+            if self.pending is None:
+                self.pending = next(self.chunks, None)
+                if self.pending is None:
+                    return
+            chunk_start, values = self.pending
+            chunk_stop = chunk_start + values.shape[1]
+            if chunk_stop <= start:
+                self.pending = None
+                continue
+            if chunk_start >= stop:
+                return
+            low, high = max(start, chunk_start), min(stop, chunk_stop)
+            self.pending = None if high == chunk_stop else (high, values[:, high - chunk_start:])
+            yield values[:, low - chunk_start:high - chunk_start]
+            if high == stop:
+                return
 
 
 # ---------------------------------------------------------------- main side: the manifest
