@@ -54,9 +54,9 @@ def test_kept_channels_equal_wfdb_and_channels_option_overrides(samples, tmp_pat
     from anyecg.io import read_record
     from anyecg.io.channels import keep_ecg_channels
 
-    record = keep_ecg_channels(read_record(samples / "multi-segment" / "041s" / "041s.hea"))
-    reference = wfdb.rdrecord(str(samples / "multi-segment" / "041s" / "041s"))
-    np.testing.assert_allclose(record.signal, reference.p_signal[:, :3].T, rtol=1e-6, atol=1e-6, equal_nan=True)
+    record = keep_ecg_channels(read_record(samples / "a103l.hea"))
+    reference = wfdb.rdrecord(str(samples / "a103l"))
+    np.testing.assert_allclose(record.signal, reference.p_signal[:, :2].T, rtol=1e-6, atol=1e-7, equal_nan=True)
     everything, _ = run([samples / "a103l.hea"], tmp_path / "all", channels=["all"])
     assert everything["raw_leads"][0] == "II;V;PLETH"
     chosen, _ = run([samples / "a103l.hea"], tmp_path / "chosen", channels=["ii"])
@@ -145,3 +145,42 @@ def test_streamed_record_drops_a_dead_electrode(shared_data, tmp_path):
 def test_constant_flac_record_is_refused_when_streamed(samples, tmp_path):
     manifest, skipped = run([samples / "flac_3_constant.hea"], tmp_path / "store")
     assert len(manifest) == 0 and skipped["problem"][0].startswith("no usable lead left: col 0: flat")
+
+
+@pytest.mark.parametrize("name, ecg_rows, fs, to_mv", [
+    ("03700181", [0], 500.0, 1.0),                          # MCL1 4 x 125 Hz beside ABP, RESP at 125 Hz
+    ("multi-segment/041s/041s", [0, 1, 2], 500.0, 1.0),     # III, I, V 4 x 125 Hz in two segments
+    ("test_generator_2", [3], 200.0, 1e-3),                 # ECG 200 x 1 Hz (uV) beside test signals
+])
+def test_multi_frequency_ecg_is_read_at_its_own_rate(samples, name, ecg_rows, fs, to_mv):
+    from anyecg.io import read_header, read_record
+    from anyecg.io.channels import keep_ecg_channels
+
+    record = keep_ecg_channels(read_record(samples / f"{name}.hea"))
+    reference = wfdb.rdrecord(str(samples / name), smooth_frames=False)
+    assert record.fs == fs and read_header(samples / f"{name}.hea").fs == fs
+    expected = np.stack([reference.e_p_signal[row] for row in ecg_rows]) * to_mv
+    np.testing.assert_allclose(record.signal, expected, rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert record.meta["channel_fs"] == [reference.fs * spf for spf in reference.samps_per_frame]
+
+
+def test_ecg_channels_at_two_rates_keep_the_majority_and_name_the_other(samples):
+    from anyecg.io import read_record
+    from anyecg.io.channels import keep_ecg_channels
+
+    record = keep_ecg_channels(read_record(samples / "test01_00s_frame.hea"))  # ECG_2 at 2 x 500 Hz
+    reference = wfdb.rdrecord(str(samples / "test01_00s_frame"), smooth_frames=False)
+    assert record.fs == 500 and record.raw_leads == ["ECG_1", "ECG_3"]
+    np.testing.assert_allclose(record.signal, np.stack([reference.e_p_signal[0], reference.e_p_signal[2]]), rtol=1e-6)
+    assert record.meta["dropped_leads"] == [
+        {"lead": "ECG_2", "reason": "sampled at 1000 Hz, not the record's 500 Hz", "index": 1}]
+
+
+def test_streamed_multi_frequency_record_matches_the_whole_read(samples, tmp_path):
+    whole, _ = run([samples / "03700181.hea"], tmp_path / "whole")
+    streamed, _ = run([samples / "03700181.hea"], tmp_path / "streamed", stream_above_values=100_000)
+    assert whole["fs_original"][0] == streamed["fs_original"][0] == 500
+    assert whole["n_samples"][0] == streamed["n_samples"][0]
+    a = Store(tmp_path / "whole").signal(0, normalized=False)
+    b = Store(tmp_path / "streamed").signal(0, normalized=False)
+    np.testing.assert_allclose(a, b, atol=1e-3)

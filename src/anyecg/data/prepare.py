@@ -176,7 +176,7 @@ def prepare_shard(
         try:
             info = read_header(source, fs=fs, leads=leads)
             keep, dropped = select_channels(source, channel_names(info.meta, info.raw_leads), info.meta.get("units"),
-                                            channels)
+                                            channels, info.meta.get("channel_fs"), info.fs)
             if info.n_samples * len(keep) > stream_above_values:
                 writer.write_streamed(source, info, fs, leads, keep, dropped)
                 continue
@@ -291,6 +291,8 @@ class _ShardWriter:
         kept = [keep[row] for row in rows]
 
         annotations = read_annotations(source)
+        if annotations is not None and "frame_fs" in info.meta:  # WFDB annotation times count frames
+            annotations.sample = np.round(annotations.sample * (info.fs / info.meta["frame_fs"])).astype(np.int64)
         start = self.handle.tell()
         parts = []
         cursor = _ChunkCursor((s, v[rows] if len(rows) < len(keep) else v) for s, v in read())

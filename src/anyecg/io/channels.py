@@ -54,33 +54,37 @@ def channel_problem(name: str, units: str | None) -> str | None:
     return None
 
 
-def select_channels(source: str, names: list[str], units: list[str] | None,
-                    channels: list[str] | None = None) -> tuple[list[int], list[dict]]:
-    """(indices kept, dropped [{"lead", "reason", "index"}]) for a record's channels; raises if none is kept."""
+def select_channels(source: str, names: list[str], units: list[str] | None, channels: list[str] | None = None,
+                    rates: list[float] | None = None, fs: float | None = None) -> tuple[list[int], list[dict]]:
+    """(indices kept, dropped [{"lead", "reason", "index"}]) for a record's channels; raises if none is kept.
+
+    `rates` (each channel's own sampling rate, where they differ) and `fs` (the record's): a channel
+    sampled at another rate than the record's is dropped whatever `channels` says.
+    """
     units = list(units) if units is not None else ["mV"] * len(names)
-    if channels and [c.lower() for c in channels] == [KEEP_ALL]:
-        return list(range(len(names))), []
+    keep_all = bool(channels) and [c.strip().lower() for c in channels] == [KEEP_ALL]
+    wanted = {c.strip().lower() for c in channels} if channels and not keep_all else None
     keep, dropped = [], []
-    if channels:
-        wanted = {c.strip().lower() for c in channels}
-        for index, name in enumerate(names):
-            if name.strip().lower() in wanted or canonical_lead(name).lower() in wanted:
-                keep.append(index)
-            else:
-                dropped.append({"lead": name, "reason": "not in --channels", "index": index})
-        if not keep:
-            raise RecordError(source, f"none of the channels {channels} is in this record (it has {names})")
-        return keep, dropped
     for index, (name, unit) in enumerate(zip(names, units)):
-        problem = channel_problem(name, unit)
+        if keep_all:
+            problem = None
+        elif wanted is not None:
+            chosen = name.strip().lower() in wanted or canonical_lead(name).lower() in wanted
+            problem = None if chosen else "not in --channels"
+        else:
+            problem = channel_problem(name, unit)
+        if problem is None and rates is not None and fs is not None and not np.isclose(rates[index], fs):
+            problem = f"sampled at {rates[index]:g} Hz, not the record's {fs:g} Hz"
         if problem is None:
             keep.append(index)
         else:
             dropped.append({"lead": name, "reason": problem, "index": index})
-    if not keep:
-        listing = ", ".join(f"{d['lead']!r} ({d['reason'][len('not ECG: '):]})" for d in dropped)
-        raise RecordError(source, f"no ECG channel: {listing}; choose channels with --channels")
-    return keep, dropped
+    if keep:
+        return keep, dropped
+    if wanted is not None:
+        raise RecordError(source, f"none of the channels {channels} is in this record at its rate (it has {names})")
+    listing = ", ".join(f"{d['lead']!r} ({d['reason'].removeprefix('not ECG: ')})" for d in dropped)
+    raise RecordError(source, f"no ECG channel: {listing}; choose channels with --channels")
 
 
 def channel_names(meta: dict, raw_leads: list[str]) -> list[str]:
@@ -104,5 +108,6 @@ def keep_rows(rec: Recording, keep: list[int], dropped: list[dict]) -> Recording
 def keep_ecg_channels(rec: Recording, channels: list[str] | None = None) -> Recording:
     """`rec` without its non-ECG channels (see module docstring); raises RecordError if none is ECG."""
     names = channel_names(rec.meta, rec.raw_leads) if len(rec.raw_leads) == rec.n_leads else list(rec.leads)
-    keep, dropped = select_channels(rec.source or rec.record_id, names, rec.meta.get("units"), channels)
+    keep, dropped = select_channels(rec.source or rec.record_id, names, rec.meta.get("units"), channels,
+                                    rec.meta.get("channel_fs"), rec.fs)
     return keep_rows(rec, keep, dropped)
