@@ -184,3 +184,48 @@ def test_streamed_multi_frequency_record_matches_the_whole_read(samples, tmp_pat
     a = Store(tmp_path / "whole").signal(0, normalized=False)
     b = Store(tmp_path / "streamed").signal(0, normalized=False)
     np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def _mixed_rate_edf(shared_data: Path, samples: Path, path: Path, plus: bool) -> Path:
+    """60 s of MIT-BIH 100 (MLII, V5 at 360 Hz) beside 03700181's RESP at 125 Hz; a plain EDF also
+    gets an `EDF Annotations` channel at 60 Hz, an EDF+ gets two annotations."""
+    import pyedflib
+
+    ecg = wfdb.rdrecord(str(shared_data / "mitdb" / "100"), sampto=360 * 60).p_signal.T
+    resp = np.nan_to_num(wfdb.rdrecord(str(samples / "03700181"), smooth_frames=False, sampto=125 * 60).e_p_signal[2])
+    channels = [("ECG MLII", 360, "mV", ecg[0]), ("ECG V5", 360, "mV", ecg[1]), ("Resp", 125, "mV", resp)]
+    if not plus:
+        channels.append(("EDF Annotations", 60, "", np.zeros(60 * 60)))
+    writer = pyedflib.EdfWriter(str(path), len(channels),
+                                file_type=pyedflib.FILETYPE_EDFPLUS if plus else pyedflib.FILETYPE_EDF)
+    writer.setSignalHeaders([
+        {"label": label, "dimension": unit, "sample_frequency": fs, "physical_max": float(max(x.max(), 1)),
+         "physical_min": float(min(x.min(), -1)), "digital_max": 32767, "digital_min": -32768, "transducer": "",
+         "prefilter": ""} for label, fs, unit, x in channels])
+    writer.writeSamples([np.ascontiguousarray(x, dtype=np.float64) for *_, x in channels])
+    if plus:
+        writer.writeAnnotation(10.0, -1, "Arousal")
+        writer.writeAnnotation(30.5, -1, "Apnea")
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("plus", [False, True], ids=["edf-with-annotation-channel", "edf+"])
+def test_mixed_rate_edf_keeps_its_ecg_channels(shared_data, samples, tmp_path, plus):
+    import pyedflib
+
+    from anyecg.io import read_record
+    from anyecg.io.channels import keep_ecg_channels
+
+    path = _mixed_rate_edf(shared_data, samples, tmp_path / "mixed.edf", plus)
+    record = keep_ecg_channels(read_record(path))
+    with pyedflib.EdfReader(str(path)) as reader:
+        expected = np.stack([reader.readSignal(0), reader.readSignal(1)])
+    assert record.fs == 360 and record.raw_leads == ["MLII", "V5"]
+    np.testing.assert_allclose(record.signal, expected, rtol=1e-6, atol=1e-6)
+    reasons = [d["reason"] for d in record.meta["dropped_leads"]]
+    assert reasons == ["not ECG: respiration channel"] + ([] if plus else ["not ECG: marker / annotation channel"])
+    if plus:
+        assert record.annotations.aux == ["Arousal", "Apnea"] and record.annotations.sample.tolist() == [3600, 10980]
+    manifest, skipped = run([path], tmp_path / "store")
+    assert len(skipped) == 0 and manifest["leads"][0] == "II;V5" and manifest["fs_original"][0] == 360
