@@ -229,3 +229,23 @@ def test_mixed_rate_edf_keeps_its_ecg_channels(shared_data, samples, tmp_path, p
         assert record.annotations.aux == ["Arousal", "Apnea"] and record.annotations.sample.tolist() == [3600, 10980]
     manifest, skipped = run([path], tmp_path / "store")
     assert len(skipped) == 0 and manifest["leads"][0] == "II;V5" and manifest["fs_original"][0] == 360
+
+
+@pytest.mark.parametrize("header_row", [True, False], ids=["named-columns", "numbers-only"])
+def test_device_csv_with_trailing_delimiters_is_read_and_listed(shared_data, tmp_path, header_row):
+    """10 s of MIT-BIH 100 exported as a device writes it: every line ends with a comma."""
+    from anyecg.io import find_records, read_record
+
+    reference = wfdb.rdrecord(str(shared_data / "mitdb" / "100"), sampto=3600).p_signal  # [T, 2] mV
+    folder = tmp_path / "export"
+    folder.mkdir()
+    lines = (["Time (s),MLII,V5,"] if header_row else []) + [
+        f"{i / 360:.5f},{a:.3f},{b:.3f}," if header_row else f"{a:.3f},{b:.3f},," for i, (a, b) in enumerate(reference)]
+    (folder / "device.csv").write_text("\n".join(lines) + "\n")
+    assert find_records([folder]) == [folder / "device.csv"]
+    leads = None if header_row else ["MLII", "V5"]
+    record = read_record(folder / "device.csv", fs=360, leads=leads)
+    assert record.raw_leads == ["MLII", "V5"]
+    np.testing.assert_allclose(record.signal, reference.T, atol=5e-4)
+    manifest, skipped = run([folder], tmp_path / "store", fs=360, leads=leads)
+    assert len(skipped) == 0 and manifest["leads"][0] == "II;V5"

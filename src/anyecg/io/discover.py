@@ -79,7 +79,7 @@ def _csv_is_table(path: Path) -> bool:
         return False
     row = lines[-1].replace(";", ",").replace("\t", ",")
     cells = [cell.strip().strip("'\"") for cell in (row.split(",") if "," in row else row.split())]
-    for cell in cells:
+    for cell in filter(None, cells):  # empty cells (a trailing delimiter) say nothing
         try:
             float(cell)
         except ValueError:
