@@ -249,3 +249,28 @@ def test_device_csv_with_trailing_delimiters_is_read_and_listed(shared_data, tmp
     np.testing.assert_allclose(record.signal, reference.T, atol=5e-4)
     manifest, skipped = run([folder], tmp_path / "store", fs=360, leads=leads)
     assert len(skipped) == 0 and manifest["leads"][0] == "II;V5"
+
+
+@pytest.mark.parametrize("header, age, sex", [
+    ("test01_00s.hea", 25, "M"),                                             # <age>: 25  <sex>: M  <diagnoses>: ...
+    ("12726.hea", 28, "M"),                                                  # <age>: 28  <sex>: M  <Height>: 170 ...
+    ("multi-segment/s00001/s00001-2896-10-09-01-56.hea", 60, "F"),           # <age>: 60 <sex>: F
+    ("100.hea", 69, "M"),                                                    # "69 M 1085 1629 x1" after another comment
+])
+def test_header_comments_give_age_and_sex(samples, header, age, sex):
+    from anyecg.io.metadata import parse_comments
+    from anyecg.io.wfdb_reader import parse_header
+
+    comments = parse_header(samples / header).comments
+    assert wfdb.rdheader(str(samples / header).removesuffix(".hea")).comments  # the reference sees them too
+    meta = parse_comments(comments)
+    assert (meta.age, meta.sex) == (age, sex)
+
+
+def test_angle_bracket_fields_are_all_kept(samples):
+    from anyecg.io.metadata import parse_comments
+    from anyecg.io.wfdb_reader import parse_header
+
+    fields = parse_comments(parse_header(samples / "12726.hea").comments).meta["fields"]
+    assert {key: fields[key] for key in ("age", "sex", "Height", "Weight")} == {
+        "age": "28", "sex": "M", "Height": "170", "Weight": "64"}
