@@ -274,3 +274,24 @@ def test_angle_bracket_fields_are_all_kept(samples):
     fields = parse_comments(parse_header(samples / "12726.hea").comments).meta["fields"]
     assert {key: fields[key] for key in ("age", "sex", "Height", "Weight")} == {
         "age": "28", "sex": "M", "Height": "170", "Weight": "64"}
+
+
+def test_custom_annotation_codes_get_their_defined_symbol(samples):
+    from anyecg.io import read_annotations
+
+    ours = read_annotations(samples / "12726.hea", "wabp")  # defines code 42 as "CAL" at sample 0
+    reference = wfdb.rdann(str(samples / "12726"), "wabp")
+    np.testing.assert_array_equal(ours.sample, reference.sample)
+    assert "nan" not in ours.symbol and ours.symbol.count("CAL") == sum(not isinstance(b, str) for b in reference.symbol) > 0
+    assert all(a == b for a, b in zip(ours.symbol, reference.symbol) if isinstance(b, str))
+    assert all(a == "CAL" for a, b in zip(ours.symbol, reference.symbol) if not isinstance(b, str))
+
+
+@pytest.mark.parametrize("annotator", ["gqrsh", "gqrsl", "sqrs"])  # time resolutions 500, 125 (frames), 250 Hz
+def test_annotator_option_stores_another_annotation_file_at_the_store_rate(samples, tmp_path, annotator):
+    manifest, _ = run([samples / "03700181.hea"], tmp_path / "store", annotator=annotator)
+    stored = Store(tmp_path / "store").annotations("03700181")
+    reference = wfdb.rdann(str(samples / "03700181"), annotator)
+    target_fs = Store(tmp_path / "store").recipe.target_fs
+    assert manifest["n_annotations"][0] == len(reference.sample)
+    np.testing.assert_array_equal(stored.sample, np.round(reference.sample * target_fs / reference.fs))

@@ -60,6 +60,7 @@ class PrepareConfig:
     fs: float | None = None  # for formats that carry no sampling rate (.npy, .csv, plain .mat)
     leads: list[str] | None = None  # for formats that carry no lead names
     channels: list[str] | None = None  # channels to keep (["all"]: every one); default: the ECG channels
+    annotator: str = "atr"  # WFDB annotation file extension to store with each record (qrs, ecg, ...)
     split_seed: int = 0
     progress: bool = True
     stream_above_values: int = STREAM_ABOVE_VALUES  # records larger than this are streamed in chunks
@@ -88,7 +89,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     # Each worker process cleans with one thread; a single process lets clean_batch use every core.
     threads = 1 if config.workers > 1 and len(todo) > 1 else None
     jobs = [(s, [_signal_args(src, config, labels, sources) for src in by_shard[s]], config.recipe, out, threads,
-             config.stream_above_values, config.channels) for s in todo]
+             config.stream_above_values, config.channels, config.annotator) for s in todo]
 
     bar = tqdm(total=len(plan), unit="rec", desc="prepare", disable=not config.progress, file=sys.stderr)
     bar.update(len(plan) - sum(len(by_shard[s]) for s in todo))
@@ -160,11 +161,13 @@ def _signal_args(source: str, config: PrepareConfig, labels: LabelTable | None, 
 def prepare_shard(
     shard: int, records: list[tuple[str, float | None, list[str] | None]], recipe: Recipe, out: Path,
     threads: int | None = None, stream_above_values: int = STREAM_ABOVE_VALUES, channels: list[str] | None = None,
+    annotator: str = "atr",
 ) -> int:
     """Clean every record of one shard into its .f32 file and index; returns the number of records seen.
 
     `records` holds (source, fs, leads): the rate and lead names to use where the file has none.
     `channels` chooses the channels to keep (see anyecg.io.channels); by default the ECG channels.
+    `annotator` is the extension of the WFDB annotation files stored with the records.
     """
     shard_dir = Path(out) / SHARD_DIR
     name = shard_name(shard)
@@ -178,10 +181,12 @@ def prepare_shard(
             keep, dropped = select_channels(source, channel_names(info.meta, info.raw_leads), info.meta.get("units"),
                                             channels, info.meta.get("channel_fs"), info.fs)
             if info.n_samples * len(keep) > stream_above_values:
-                writer.write_streamed(source, info, fs, leads, keep, dropped)
+                writer.write_streamed(source, info, fs, leads, keep, dropped, annotator)
                 continue
-            parts = [check_signal(part) for part in
-                     repair_gaps(keep_ecg_channels(read_record(source, fs=fs, leads=leads), channels))]
+            record = keep_ecg_channels(read_record(source, fs=fs, leads=leads), channels)
+            if annotator != "atr":
+                record.annotations = read_annotations(source, annotator, fs=record.fs)
+            parts = [check_signal(part) for part in repair_gaps(record)]
         except RecordError as err:
             skipped.append({"source": source, "problem": err.problem})
             continue
@@ -259,7 +264,7 @@ class _ShardWriter:
             }))
 
     def write_streamed(self, source: str, info, fs: float | None, leads: list[str] | None,
-                       keep: list[int], dropped: list[dict]) -> None:
+                       keep: list[int], dropped: list[dict], annotator: str = "atr") -> None:
         """A long record's channels `keep`, chunk by chunk, with the checks and gap policy of a whole one.
 
         A first pass gathers per-lead statistics (flat/saturated leads, missing runs); the second
@@ -290,9 +295,7 @@ class _ShardWriter:
         rows = [row for row in usable if keep[row] not in {d["index"] for d in dropped}]
         kept = [keep[row] for row in rows]
 
-        annotations = read_annotations(source)
-        if annotations is not None and "frame_fs" in info.meta:  # WFDB annotation times count frames
-            annotations.sample = np.round(annotations.sample * (info.fs / info.meta["frame_fs"])).astype(np.int64)
+        annotations = read_annotations(source, annotator, fs=info.fs)
         start = self.handle.tell()
         parts = []
         cursor = _ChunkCursor((s, v[rows] if len(rows) < len(keep) else v) for s, v in read())

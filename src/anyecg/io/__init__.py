@@ -66,6 +66,7 @@ def iter_chunks(path: str | Path, chunk_samples: int, *, fs: float | None = None
     return _CHUNKS[kind](file, int(chunk_samples), fs=fs, leads=leads)
 
 
-def read_annotations(path: str | Path, extension: str = "atr") -> Annotations | None:
-    """WFDB annotations `<record>.<extension>` of a record given by any of its paths; None if absent."""
-    return read_wfdb_annotations(path, extension)
+def read_annotations(path: str | Path, extension: str = "atr", fs: float | None = None) -> Annotations | None:
+    """WFDB annotations `<record>.<extension>` of a record given by any of its paths; None if absent.
+    With `fs`, sample indices count at that rate (the record's, see `read_record`)."""
+    return read_wfdb_annotations(path, extension, fs)

@@ -177,4 +177,4 @@ def cut_annotations(annotations: Annotations | None, start: int, stop: int) -> A
         return None
     inside = np.flatnonzero((annotations.sample >= start) & (annotations.sample < stop))
     return Annotations(sample=annotations.sample[inside] - start, symbol=[annotations.symbol[i] for i in inside],
-                       aux=[annotations.aux[i] for i in inside])
+                       aux=[annotations.aux[i] for i in inside], fs=annotations.fs)

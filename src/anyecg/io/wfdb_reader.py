@@ -471,9 +471,7 @@ def read_wfdb(path: str | Path, *, fs: float | None = None, leads: list[str] | N
         rate *= layout.record
     raw, canonical = resolve_leads(header.path, raw, leads, signal.shape[0])
     info = header_meta(header.comments, header.record_name, header.path.parent)
-    annotations = read_wfdb_annotations(header.path)
-    if annotations is not None and layout is not None and layout.record != 1:
-        annotations.sample = annotations.sample * layout.record  # annotation times count frames
+    annotations = read_wfdb_annotations(header.path, fs=rate)
     return Recording(
         signal=signal, fs=rate, leads=canonical, record_id=header.record_name, patient_id=info.patient_id,
         age=info.age, sex=info.sex, labels=info.labels, source=str(header.path), raw_leads=raw,
@@ -509,14 +507,22 @@ ANNOTATION_SYMBOLS: dict[int, str] = {
 _SKIP, _AUX, _NOTE = 59, 63, 22  # SKIP and AUX words; NOTE annotations
 
 
+_TIME_RESOLUTION = re.compile(r"^##\s*time resolution:\s*([0-9.eE+-]+)")
+_CUSTOM_CODE = re.compile(r"^(\d+)\s+(\S+)")
+
+
 def parse_mit_annotations(data: bytes) -> Annotations | None:
-    """Decode a MIT-format annotation file; None when it needs wfdb (custom codes, definitions).
+    """Decode a MIT-format annotation file; None when it needs wfdb (undefined codes, other notes at 0).
 
     The file is a stream of 16-bit little-endian words: 6-bit code, 10-bit sample increment. Code 59
     (SKIP) carries a 32-bit increment in the next two words; 60-63 (NUM, SUB, CHN, AUX) modify the
-    annotation before them, AUX holding a byte string; a zero word ends the file.
+    annotation before them, AUX holding a byte string; a zero word ends the file. NOTE annotations at
+    sample 0 may define the file's time resolution (`## time resolution: 500`) or custom codes
+    (`42 CAL Calibration`); both are applied, not listed.
     """
     words = np.frombuffer(data[: len(data) // 2 * 2], dtype="<u2").tolist()
+    symbols = dict(ANNOTATION_SYMBOLS)
+    fs = None
     samples: list[int] = []
     codes: list[int] = []
     notes: list[str] = []
@@ -541,17 +547,39 @@ def parse_mit_annotations(data: bytes) -> Annotations | None:
                 i += 1
         if code == 0:
             continue  # not an annotation
-        if code not in ANNOTATION_SYMBOLS or (code == _NOTE and time == 0):
-            return None  # custom label codes or '## ...' definitions at sample 0
+        if code == _NOTE and time == 0:
+            if resolution := _TIME_RESOLUTION.match(note):
+                fs = float(resolution.group(1))
+                continue
+            if custom := _CUSTOM_CODE.match(note):
+                symbols[int(custom.group(1))] = custom.group(2)
+                continue
+            return None  # other notes at sample 0 (program names): wfdb decides which to keep
+        if code not in symbols:
+            return None  # a code this file does not define
         samples.append(time)
         codes.append(code)
         notes.append(note)
     return Annotations(sample=np.asarray(samples, dtype=np.int64),
-                       symbol=[ANNOTATION_SYMBOLS[code] for code in codes], aux=notes)
+                       symbol=[symbols[code] for code in codes], aux=notes, fs=fs)
 
 
-def read_wfdb_annotations(path: str | Path, extension: str = "atr") -> Annotations | None:
-    """Annotations of a record (`<record>.<extension>`), or None when there is no such file."""
+def read_wfdb_annotations(path: str | Path, extension: str = "atr", fs: float | None = None) -> Annotations | None:
+    """Annotations of a record (`<record>.<extension>`), or None when there is no such file.
+
+    With `fs`, sample indices are converted to that rate from the file's own time resolution (else
+    the header's frame rate, WFDB's default)."""
+    annotations = _read_annotation_file(path, extension)
+    if annotations is None or fs is None:
+        return annotations
+    source_fs = annotations.fs or parse_header(path).fs
+    if source_fs != fs:
+        annotations.sample = np.round(annotations.sample * (fs / source_fs)).astype(np.int64)
+    annotations.fs = fs
+    return annotations
+
+
+def _read_annotation_file(path: str | Path, extension: str) -> Annotations | None:
     base = header_path(path).with_suffix("")
     file = base.with_name(f"{base.name}.{extension}")
     if not file.exists():
@@ -570,6 +598,7 @@ def read_wfdb_annotations(path: str | Path, extension: str = "atr") -> Annotatio
         raise RecordError(file, f"unreadable annotation file: {type(err).__name__}: {err}") from None
     return Annotations(
         sample=np.asarray(annotation.sample, dtype=np.int64),
-        symbol=[str(symbol) for symbol in annotation.symbol],
+        symbol=[symbol if isinstance(symbol, str) else "unknown" for symbol in annotation.symbol],  # NaN: undefined code
         aux=[(note or "").rstrip("\x00") for note in (annotation.aux_note or [""] * len(annotation.symbol))],
+        fs=float(annotation.fs) if annotation.fs else None,
     )
