@@ -372,7 +372,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
           f"({result.shards_written} shards written, {result.shards_reused} reused from an earlier run)")
     for reason, count in result.skipped_reasons.items():
         print(f"  skipped {count}: {reason}")
-    if result.skipped:
+    if result.not_read:
+        listing = ", ".join(f"{suffix} {count}" for suffix, count in result.not_read.items())
+        print(f"  not read: {sum(result.not_read.values())} files that are not records ({listing})")
+    if result.skipped or result.not_read:
         print(f"  details: {result.store / 'skipped.csv'}")
     return 0
 

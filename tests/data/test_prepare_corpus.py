@@ -295,3 +295,29 @@ def test_annotator_option_stores_another_annotation_file_at_the_store_rate(sampl
     target_fs = Store(tmp_path / "store").recipe.target_fs
     assert manifest["n_annotations"][0] == len(reference.sample)
     np.testing.assert_array_equal(stored.sample, np.round(reference.sample * target_fs / reference.fs))
+
+
+def test_files_that_are_not_records_are_listed_and_inspect_groups_reasons(samples, tmp_path):
+    from anyecg.data.inspect import describe_record, describe_store, format_description
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ["SC4001E0-PSG.wav", "huge.qrs", "test_edfann.edf", "flac_3_constant.hea", "flac_3_constant.dat",
+                 "a103l.hea", "a103l.mat"]:
+        shutil.copy(samples / name, folder / name)
+    result = prepare(PrepareConfig(sources=[folder], out=tmp_path / "store", workers=1, progress=False))
+    assert result.records == 1 and result.skipped == 2 and result.not_read == {".wav": 1, ".qrs": 1}
+    skipped = pd.read_csv(tmp_path / "store" / "skipped.csv").set_index("source")["problem"]
+    assert skipped[str(folder / "SC4001E0-PSG.wav")] == "unsupported file type '.wav', not read"
+    assert skipped[str(folder / "huge.qrs")] == "unsupported file type '.qrs', not read"
+    summary = describe_store(tmp_path / "store")
+    assert summary["source_units"] == {"mV": 2}
+    assert summary["skipped_reasons"] == {"no usable lead left": 1, "EDF file has no signal channels": 1,
+                                          "unsupported file type '.wav', not read": 1,
+                                          "unsupported file type '.qrs', not read": 1}
+    text = format_description(summary).splitlines()
+    listing = text[text.index("skipped_reasons:") + 1:][:4]  # one indented line per reason
+    assert [line.split("  ")[1].strip() for line in listing] == list(summary["skipped_reasons"])
+    record = describe_record(samples / "03700181.hea")
+    assert record["units"] == ["mV", "mmHg", "mV"] and record["samples_per_frame"] == [4, 1, 1]
+    assert record["prepare_drops"] == {"ABP": "not ECG: units 'mmHg'", "RESP": "not ECG: respiration channel"}

@@ -74,13 +74,15 @@ class PrepareResult:
     shards_written: int
     shards_reused: int
     skipped_reasons: dict[str, int]
+    not_read: dict[str, int] = field(default_factory=dict)  # files found but not read, by extension
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
     out = Path(config.out)
     sources = [Path(s) for s in config.sources]
     labels = LabelTable.read(config.labels_csv) if config.labels_csv else None  # fail fast on a bad CSV
-    plan = _load_or_make_plan(out, sources, config)
+    ignored: list[tuple[Path, str]] = []  # files found but not read (unsupported type, tables, ...)
+    plan = _load_or_make_plan(out, sources, config, ignored)
     n_shards = int(plan["shard"].max()) + 1 if len(plan) else 0
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -104,18 +106,21 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             bar.update(prepare_shard(*job))
     bar.close()
 
-    manifest, skipped = _assemble(out, n_shards, sources, labels, config.split_seed)
+    manifest, skipped = _assemble(out, n_shards, sources, labels, config.split_seed, ignored)
+    skipped = skipped.iloc[: len(skipped) - len(ignored)]
     return PrepareResult(
         store=out,
         records=len(manifest),
         skipped=len(skipped),
         shards_written=len(todo),
         shards_reused=n_shards - len(todo),
-        skipped_reasons=skipped["problem"].map(_reason).value_counts().to_dict() if len(skipped) else {},
+        skipped_reasons=skipped["problem"].map(skip_reason).value_counts().to_dict() if len(skipped) else {},
+        not_read=pd.Series([path.suffix.lower() or "(none)" for path, _ in ignored], dtype=object).value_counts().to_dict(),
     )
 
 
-def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig) -> pd.DataFrame:
+def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig,
+                       ignored: list[tuple[Path, str]]) -> pd.DataFrame:
     """The record -> shard assignment, written once; a rerun must see the same sources and recipe."""
     previous_recipe = read_recipe(out)
     if previous_recipe is not None:
@@ -123,7 +128,7 @@ def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig) ->
             previous_recipe.check_compatible(config.recipe)
         except ValueError as err:
             raise StoreError(f"{out}: store was prepared with another recipe ({err}); use a new --out") from None
-    records = [str(p) for p in find_records(sources)]
+    records = [str(p) for p in find_records(sources, ignored=ignored)]
     plan_path = out / PLAN
     if plan_path.is_file():
         plan = pd.read_parquet(plan_path)
@@ -237,6 +242,7 @@ class _ShardWriter:
             "n_leads": n_leads,
             "leads": ";".join(record.leads),
             "raw_leads": ";".join(record.raw_leads),
+            "units": ";".join(record.meta.get("units", [])),  # as the file gave them; the store holds mV
             "dropped_leads": ";".join(f"{d['lead']}:{d['reason']}" for d in record.meta.get("dropped_leads", [])),
             "repairs": "; ".join(record.meta.get("repairs", [])),
             "source_start_s": float(record.meta.get("source_start_s", 0.0)),
@@ -322,7 +328,8 @@ class _ShardWriter:
                 age=info.age, sex=info.sex, labels=info.labels, source=str(source),
                 raw_leads=[info.raw_leads[i] for i in kept], annotations=cut_annotations(annotations, part_start, part_stop),
                 meta={**info.meta, "dropped_leads": dropped, "repairs": plan.repairs,
-                      "source_start_s": part_start / info.fs},
+                      "source_start_s": part_start / info.fs,
+                      "units": [info.meta["units"][i] for i in kept] if "units" in info.meta else []},
             )
             self._add_row(record, (len(kept), n_out), offset, scale)
 
@@ -375,14 +382,17 @@ class _ChunkCursor:
 # ---------------------------------------------------------------- main side: the manifest
 
 
-def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable | None, seed: int):
+def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable | None, seed: int,
+              ignored: list[tuple[Path, str]]):
     shard_dir = out / SHARD_DIR
     parts = [pd.read_parquet(shard_dir / f"{shard_name(s)}.parquet") for s in range(n_shards)]
     parts = [p for p in parts if len(p)]
     # With every record skipped the manifest is empty but keeps the columns a shard index has.
     manifest = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS + INDEX_COLUMNS)
+    not_read = pd.DataFrame([(str(path), why) for path, why in ignored], columns=["source", "problem"])
     skipped = pd.concat(
-        [pd.read_parquet(shard_dir / f"{shard_name(s)}.skipped.parquet") for s in range(n_shards)], ignore_index=True
+        [pd.read_parquet(shard_dir / f"{shard_name(s)}.skipped.parquet") for s in range(n_shards)] + [not_read],
+        ignore_index=True,
     )
     manifest["record_id"] = _unique_ids(manifest, sources)
     manifest["labels"] = manifest["header_labels"]
@@ -438,6 +448,6 @@ def _unique_ids(manifest: pd.DataFrame, sources: list[Path]) -> list[str]:
     return result
 
 
-def _reason(problem: str) -> str:
+def skip_reason(problem: str) -> str:
     """Group skip reasons for the summary: the problem text up to its first detail."""
     return problem.split(" (")[0].split(":")[0]

@@ -377,6 +377,8 @@ def _read_with_wfdb(header: WfdbHeader, start: int | None = None,
     try:
         record = wfdb.rdrecord(str(header.path.with_suffix("")), sampfrom=start or 0, sampto=stop, physical=True,
                                smooth_frames=False)
+    except FileNotFoundError as err:
+        raise RecordError(header.path, f"missing file {Path(err.filename or '?').name} (named in the header)") from None
     except Exception as err:  # wfdb raises many types; report them all as a bad record
         raise RecordError(header.path, f"wfdb could not read the record: {type(err).__name__}: {err}") from None
     names = list(record.sig_name or [])
