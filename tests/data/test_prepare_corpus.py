@@ -321,3 +321,20 @@ def test_files_that_are_not_records_are_listed_and_inspect_groups_reasons(sample
     record = describe_record(samples / "03700181.hea")
     assert record["units"] == ["mV", "mmHg", "mV"] and record["samples_per_frame"] == [4, 1, 1]
     assert record["prepare_drops"] == {"ABP": "not ECG: units 'mmHg'", "RESP": "not ECG: respiration channel"}
+
+
+def test_whole_corpus_is_stored_equal_to_wfdb_or_refused_with_a_reason(samples, load_script):
+    from anyecg.io import RecordError, find_records, read_record
+    from anyecg.io.channels import keep_ecg_channels
+
+    ingest = load_script("benchmarks/ingest_corpus.py")
+    results = ingest.main(["--data", str(samples.parent)])
+    assert results["sources_stored"] + results["sources_skipped"] == len(find_records([samples]))
+    assert results["identical_to_wfdb"] == results["wfdb_sources_compared"] == results["sources_stored"]
+    assert results["differing_from_wfdb"] == {}
+    assert results["files_not_read"] == {".wav": 1, ".qrs": 1}
+    for header in find_records([samples]):  # every refusal names the file and says why
+        try:
+            keep_ecg_channels(read_record(header))
+        except RecordError as err:
+            assert err.path.startswith(str(samples)) and len(err.problem) > 10 and "Errno" not in err.problem

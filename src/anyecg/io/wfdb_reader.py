@@ -378,7 +378,7 @@ def _read_with_wfdb(header: WfdbHeader, start: int | None = None,
         record = wfdb.rdrecord(str(header.path.with_suffix("")), sampfrom=start or 0, sampto=stop, physical=True,
                                smooth_frames=False)
     except FileNotFoundError as err:
-        raise RecordError(header.path, f"missing file {Path(err.filename or '?').name} (named in the header)") from None
+        raise RecordError(header.path, f"missing signal file {Path(err.filename or '?').name} (named in the header)") from None
     except Exception as err:  # wfdb raises many types; report them all as a bad record
         raise RecordError(header.path, f"wfdb could not read the record: {type(err).__name__}: {err}") from None
     names = list(record.sig_name or [])
@@ -427,6 +427,9 @@ def read_wfdb_header(path: str | Path, *, fs: float | None = None, leads: list[s
 
         try:
             layout = wfdb.rdheader(str(header.path.with_suffix("")), rd_segments=True)
+        except FileNotFoundError as err:
+            raise RecordError(header.path, f"missing segment header {Path(err.filename or '?').name} "
+                                           "(named in the header)") from None
         except Exception as err:
             raise RecordError(header.path, f"wfdb could not read the multi-segment header: {err}") from None
         raw = list(layout.sig_name or [])
