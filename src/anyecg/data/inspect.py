@@ -61,7 +61,8 @@ def describe_store(path: str | Path) -> dict:
         units = Counter(u for value in store.manifest["units"] for u in value.split(";") if u)
         summary["source_units"] = dict(units.most_common())
     skipped = store.skipped()
-    summary["skipped_reasons"] = dict(Counter(map(skip_reason, skipped["problem"])).most_common()) if len(skipped) else {}
+    reasons = Counter(map(skip_reason, skipped["problem"])) if len(skipped) else Counter()
+    summary["skipped_reasons"] = dict(reasons.most_common())
     return summary
 
 
@@ -72,7 +73,8 @@ def format_description(info: dict) -> str:
     for key, value in info.items():
         if isinstance(value, (list, dict)) and not value:
             lines.append(f"{key:<{width}}  -")
-        elif isinstance(value, dict) and len(value) <= SHORT_DICT and all(not isinstance(v, dict) for v in value.values()):
+        elif (isinstance(value, dict) and len(value) <= SHORT_DICT
+              and not any(isinstance(v, dict) for v in value.values())):
             lines.append(f"{key:<{width}}  " + ", ".join(f"{k}: {v}" for k, v in value.items()))
         elif isinstance(value, dict):
             lines.append(f"{key}:")

@@ -1,7 +1,8 @@
 """`anyecg prepare`: folders of recordings in any supported format -> a prepared store.
 
     sources --find_records--> plan (record -> shard, fixed at the first run)
-            --worker processes, one shard each--> shards/*.f32 + shard index (atomic)
+            --worker processes, one shard each: read, keep the ECG channels (io/channels.py), repair
+              missing samples (io/gaps.py), drop flat/saturated leads, clean--> shards/*.f32 + index (atomic)
             --main process--> labels, patient ids, splits --> manifest.parquet + skipped.csv
 
 A rerun of the same command skips every shard whose index exists, so a killed job resumes where it
@@ -15,7 +16,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     bar.close()
 
     manifest, skipped = _assemble(out, n_shards, sources, labels, config.split_seed, ignored)
-    skipped = skipped.iloc[: len(skipped) - len(ignored)]
+    skipped = skipped.iloc[: len(skipped) - len(ignored)]  # records only: _assemble lists files not read last
     return PrepareResult(
         store=out,
         records=len(manifest),
@@ -115,7 +116,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         shards_written=len(todo),
         shards_reused=n_shards - len(todo),
         skipped_reasons=skipped["problem"].map(skip_reason).value_counts().to_dict() if len(skipped) else {},
-        not_read=pd.Series([path.suffix.lower() or "(none)" for path, _ in ignored], dtype=object).value_counts().to_dict(),
+        not_read=dict(Counter(path.suffix.lower() or "(none)" for path, _ in ignored).most_common()),
     )
 
 
@@ -294,7 +295,8 @@ class _ShardWriter:
                 dropped.append({"lead": info.raw_leads[index], "reason": problem, "index": index})
         usable = [row for row, index in enumerate(keep) if index not in {d["index"] for d in dropped}]
         if not usable:
-            raise RecordError(source, "no usable lead left: " + "; ".join(f"{d['lead']}: {d['reason']}" for d in dropped))
+            reasons = "; ".join(f"{d['lead']}: {d['reason']}" for d in dropped)
+            raise RecordError(source, f"no usable lead left: {reasons}")
         plan = plan_gaps(source, [stats.missing[row] for row in usable], [names[row] for row in usable],
                          stats.n_samples, info.fs)
         dropped += [{**d, "index": keep[usable[d["index"]]]} for d in plan.dropped]
@@ -326,7 +328,8 @@ class _ShardWriter:
                 record_id=f"{info.record_id}_part{k + 1}" if split else info.record_id,
                 patient_id=info.patient_id or (f"record:{info.record_id}" if split else None),
                 age=info.age, sex=info.sex, labels=info.labels, source=str(source),
-                raw_leads=[info.raw_leads[i] for i in kept], annotations=cut_annotations(annotations, part_start, part_stop),
+                raw_leads=[info.raw_leads[i] for i in kept],
+                annotations=cut_annotations(annotations, part_start, part_stop),
                 meta={**info.meta, "dropped_leads": dropped, "repairs": plan.repairs,
                       "source_start_s": part_start / info.fs,
                       "units": [info.meta["units"][i] for i in kept] if "units" in info.meta else []},

@@ -162,8 +162,8 @@ def repair_gaps(rec: Recording) -> list[Recording]:
     for k, (start, stop) in enumerate(plan.parts):
         meta = {**rec.meta, "repairs": plan.repairs, "source_start_s": start / rec.fs}
         part = dataclasses.replace(
-            rec, signal=interpolate_inner(rec.signal[:, start:stop].copy()), annotations=cut_annotations(rec.annotations, start, stop),
-            meta=meta,
+            rec, signal=interpolate_inner(rec.signal[:, start:stop].copy()),
+            annotations=cut_annotations(rec.annotations, start, stop), meta=meta,
         )
         if len(plan.parts) > 1:
             part.record_id = f"{rec.record_id}_part{k + 1}"

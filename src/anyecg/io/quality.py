@@ -10,6 +10,8 @@ the record as read):
   i.e. the amplifier was clipping most of the time.
 
 If no lead is left the record raises. (Header/data length mismatches are raised by the readers.)
+`StreamStats` gathers what these checks need from a record read chunk by chunk. Missing samples are
+repaired before these checks by anyecg.io.gaps.
 """
 
 from __future__ import annotations

@@ -378,7 +378,8 @@ def _read_with_wfdb(header: WfdbHeader, start: int | None = None,
         record = wfdb.rdrecord(str(header.path.with_suffix("")), sampfrom=start or 0, sampto=stop, physical=True,
                                smooth_frames=False)
     except FileNotFoundError as err:
-        raise RecordError(header.path, f"missing signal file {Path(err.filename or '?').name} (named in the header)") from None
+        missing = Path(err.filename or "?").name
+        raise RecordError(header.path, f"missing signal file {missing} (named in the header)") from None
     except Exception as err:  # wfdb raises many types; report them all as a bad record
         raise RecordError(header.path, f"wfdb could not read the record: {type(err).__name__}: {err}") from None
     names = list(record.sig_name or [])
@@ -603,7 +604,8 @@ def _read_annotation_file(path: str | Path, extension: str) -> Annotations | Non
         raise RecordError(file, f"unreadable annotation file: {type(err).__name__}: {err}") from None
     return Annotations(
         sample=np.asarray(annotation.sample, dtype=np.int64),
-        symbol=[symbol if isinstance(symbol, str) else "unknown" for symbol in annotation.symbol],  # NaN: undefined code
+        # wfdb gives NaN for a code the file does not define
+        symbol=[symbol if isinstance(symbol, str) else "unknown" for symbol in annotation.symbol],
         aux=[(note or "").rstrip("\x00") for note in (annotation.aux_note or [""] * len(annotation.symbol))],
         fs=float(annotation.fs) if annotation.fs else None,
     )
