@@ -340,3 +340,15 @@ def test_whole_corpus_is_stored_equal_to_wfdb_or_refused_with_a_reason(samples, 
             keep_ecg_channels(read_record(header))
         except RecordError as err:
             assert err.path.startswith(str(samples)) and len(err.problem) > 10 and "Errno" not in err.problem
+
+
+def test_parts_of_two_records_with_one_name_stay_apart(samples, tmp_path, copy_records):
+    folder = samples / "multi-segment" / "s25047"
+    stems = [p.stem for p in folder.glob("*.hea")]
+    for name in ("a", "b"):
+        copy_records(folder, tmp_path / "corpus" / name, stems)
+    manifest, _ = run([tmp_path / "corpus"], tmp_path / "store")
+    ids = manifest["record_id"]
+    assert ids.is_unique and len(ids) == 26 and ids.str.startswith(("a/", "b/")).all()
+    assert manifest.groupby(ids.str[:1])["patient_id"].nunique().tolist() == [1, 1]
+    assert manifest["patient_id"].nunique() == 2

@@ -326,7 +326,7 @@ class _ShardWriter:
             record = Recording(
                 signal=np.empty((len(kept), 0), np.float32), fs=info.fs, leads=[info.leads[i] for i in kept],
                 record_id=f"{info.record_id}_part{k + 1}" if split else info.record_id,
-                patient_id=info.patient_id or (f"record:{info.record_id}" if split else None),
+                patient_id=info.patient_id or (f"record:{source}" if split else None),
                 age=info.age, sex=info.sex, labels=info.labels, source=str(source),
                 raw_leads=[info.raw_leads[i] for i in kept],
                 annotations=cut_annotations(annotations, part_start, part_stop),
@@ -433,7 +433,8 @@ INDEX_COLUMNS = ["header_labels"]
 
 
 def _unique_ids(manifest: pd.DataFrame, sources: list[Path]) -> list[str]:
-    """Record ids are file stems; where two sources share a stem, the path relative to its source."""
+    """Record ids are file stems; where two sources share a stem, the path relative to its source
+    (keeping the `_part<k>` of a record split at gaps)."""
     ids = manifest["record_id"].astype(str)
     clashes = set(ids[ids.duplicated(keep=False)])
     if not clashes:
@@ -442,11 +443,12 @@ def _unique_ids(manifest: pd.DataFrame, sources: list[Path]) -> list[str]:
     for record_id, source in zip(ids, manifest["source"]):
         if record_id in clashes:
             path = Path(source).with_suffix("")
+            part = record_id[len(path.name):] if record_id.startswith(f"{path.name}_part") else ""
             for root in sources:
                 if root.is_dir() and path.is_relative_to(root):
                     path = path.relative_to(root)
                     break
-            record_id = path.as_posix()
+            record_id = path.as_posix() + part
         result.append(record_id)
     return result
 

@@ -167,7 +167,7 @@ def repair_gaps(rec: Recording) -> list[Recording]:
         )
         if len(plan.parts) > 1:
             part.record_id = f"{rec.record_id}_part{k + 1}"
-            part.patient_id = rec.patient_id or f"record:{rec.record_id}"  # parts never cross splits
+            part.patient_id = rec.patient_id or f"record:{rec.source or rec.record_id}"  # parts never cross splits
         parts.append(part)
     return parts
 
