@@ -352,3 +352,26 @@ def test_parts_of_two_records_with_one_name_stay_apart(samples, tmp_path, copy_r
     assert ids.is_unique and len(ids) == 26 and ids.str.startswith(("a/", "b/")).all()
     assert manifest.groupby(ids.str[:1])["patient_id"].nunique().tolist() == [1, 1]
     assert manifest["patient_id"].nunique() == 2
+
+
+def test_eeg_only_edf_is_refused_not_stored_as_ecg(samples, tmp_path):
+    """Sleep-EDF's SC4001E0 channels (kept in the corpus as a WAV) written back as an EDF of EEG/EOG."""
+    import pyedflib
+    from scipy.io import wavfile
+
+    _, values = wavfile.read(samples / "SC4001E0-PSG.wav")  # int16 [79500, 7]
+    labels = ["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal"]
+    channels = [np.ascontiguousarray(values[:, k], dtype=np.float64) / 100 for k in range(3)]  # uV
+    writer = pyedflib.EdfWriter(str(tmp_path / "sleep.edf"), 3, file_type=pyedflib.FILETYPE_EDFPLUS)
+    writer.setSignalHeaders([
+        {"label": label, "dimension": "uV", "sample_frequency": 100, "physical_max": 400.0, "physical_min": -400.0,
+         "digital_max": 32767, "digital_min": -32768, "transducer": "", "prefilter": ""} for label in labels])
+    writer.writeSamples(channels)
+    writer.close()
+    manifest, skipped = run([tmp_path / "sleep.edf"], tmp_path / "store")
+    assert len(manifest) == 0
+    assert skipped["problem"][0] == ("no ECG channel: 'EEG Fpz-Cz' (EEG / EOG / EMG channel), 'EEG Pz-Oz' "
+                                     "(EEG / EOG / EMG channel), 'EOG horizontal' (EEG / EOG / EMG channel); "
+                                     "choose channels with --channels")
+    everything, _ = run([tmp_path / "sleep.edf"], tmp_path / "all", channels=["all"])
+    assert everything["n_leads"][0] == 3  # the override stores them anyway
