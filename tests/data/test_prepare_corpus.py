@@ -313,7 +313,7 @@ def test_files_that_are_not_records_are_listed_and_inspect_groups_reasons(sample
     assert skipped[str(folder / "SC4001E0-PSG.wav")] == "unsupported file type '.wav', not read"
     assert skipped[str(folder / "huge.qrs")] == "unsupported file type '.qrs', not read"
     summary = describe_store(tmp_path / "store")
-    assert summary["source_units"] == {"mV": 2}
+    assert summary["source_units"] == {"mV": 2} and summary["source_fs"] == {"250 Hz": 1}
     assert summary["skipped_reasons"] == {"no usable lead left": 1, "EDF file has no signal channels": 1,
                                           "unsupported file type '.wav', not read": 1,
                                           "unsupported file type '.qrs', not read": 1}

@@ -57,8 +57,11 @@ def describe_store(path: str | Path) -> dict:
     store = Store(path)
     summary = store.summary()
     summary["labels"] = {_label_text(label): n for label, n in summary["labels"].items()}
-    if "units" in store.manifest.columns:  # original units of the stored channels (all stored in mV)
-        units = Counter(u for value in store.manifest["units"] for u in value.split(";") if u)
+    manifest = store.manifest
+    # what the sources were before cleaning: rates (frame rate x samples per frame) and units
+    summary["source_fs"] = {f"{fs:g} Hz": n for fs, n in Counter(manifest["fs_original"]).most_common()}
+    if "units" in manifest.columns:
+        units = Counter(unit for value in manifest["units"] for unit in value.split(";") if unit)
         summary["source_units"] = dict(units.most_common())
     skipped = store.skipped()
     reasons = Counter(map(skip_reason, skipped["problem"])) if len(skipped) else Counter()
