@@ -375,3 +375,15 @@ def test_eeg_only_edf_is_refused_not_stored_as_ecg(samples, tmp_path):
                                      "choose channels with --channels")
     everything, _ = run([tmp_path / "sleep.edf"], tmp_path / "all", channels=["all"])
     assert everything["n_leads"][0] == 3  # the override stores them anyway
+
+
+def test_channel_rule_on_names_from_real_headers():
+    from anyecg.io.channels import channel_problem
+
+    ecg = ["MLII", "V5", "ECG lead II", "ECG 1", "FECG", "MCL1", "col 0", "Abdomen_1", "Direct_1", "i", "vx", "EKG"]
+    not_ecg = ["ABP", "PAP", "CVP", "ART", "PLETH", "RESP", "Resp. Imp.", "CO2", "SpO2", "Fp2-F4", "C4-A1", "P4-O2",
+               "EEG Fpz-Cz", "EOG horizontal", "EMG submental", "UC", "squarewave", "sine 8.5 Hz", "noise",
+               "EDF Annotations", "Marker", "Accelerometer_X", "DEV_Temperature", "foot GSR", "HR", "Thor"]
+    assert [name for name in ecg if channel_problem(name, "mV") is not None] == []
+    assert [name for name in not_ecg if channel_problem(name, "uV") is None] == []
+    assert channel_problem("II", "mmHg") == "not ECG: units 'mmHg'"

@@ -4,7 +4,7 @@ Bedside and sleep recordings put ECG beside blood pressure, plethysmography, res
 test signals. A channel is kept as ECG when its units are a voltage (mV, uV, V; WFDB's default mV
 when none is given) and its name is ECG-like or unknown (`col 0`, `ch1`); a known non-ECG name
 (`ABP`, `PLETH`, `RESP`, `Fp1`, `C4-A1`, `sine 8 Hz`, ...) or a non-voltage unit (mmHg, NU, Ohm,
-degC) drops it. Every dropped channel is reported with the reason.
+degC) drops it; a name with `ECG`/`EKG` in it is ECG. Every dropped channel is reported with the reason.
 
 `channels` overrides the rule: a list of names (matched to the file's or the canonical lead name,
 case-insensitive) keeps exactly those channels; `["all"]` keeps every channel.
@@ -22,13 +22,16 @@ from anyecg.io.recording import RecordError, Recording
 from anyecg.signal.leads import canonical_lead
 
 KEEP_ALL = "all"
+_ECG_NAME = re.compile(r"ecg|ekg")  # `ECG pulse`, `FECG`, `EKG V2`: named ECG whatever else the name says
 
 # Channel-name patterns of other signals (matched, lower-cased, against the whole name).
 _EEG_ELECTRODE = r"(?:fp[12z]|af[34z]|f[3478z]|fc[56z]|c[z]|cp[56z]|p[34z]|o[12z]|t[345678]|a[12]|m[12])"
 _NON_ECG: tuple[tuple[str, re.Pattern], ...] = tuple((kind, re.compile(pattern)) for kind, pattern in (
     ("blood pressure", r"\b(?:abp|art|pap|cvp|icp|lap|rap|uap|nbp\w*|abp\w+|bp|pressure)\b"),
     ("plethysmography / oximetry", r"\b(?:pleth|ppg|spo2|sao2|sp02|ox\w*)\b"),
-    ("respiration", r"\b(?:resp\w*|co2|etco2|flow|airflow|thor\w*|abdo\w*|snore|nasal)\b"),
+    ("respiration", r"\b(?:resp\w*|co2|etco2|flow|airflow|snore|nasal)\b"),
+    # belts, not abdominal fetal ECG leads such as `Abdomen_1`
+    ("respiration", r"^(?:thor(?:ax|acic)?|abdo(?:men|minal)?)(?:\s*(?:belt|effort|resp\w*))?$"),
     ("EEG / EOG / EMG", r"\b(?:eeg|eog|emg|chin|leg\w*|loc|roc)\b"),
     ("EEG", rf"^(?:eeg\s*)?{_EEG_ELECTRODE}(?:\s*-\s*(?:{_EEG_ELECTRODE}|c[1-6]|ref|avg))?$"),
     ("EEG", rf"^c[34]\s*-\s*{_EEG_ELECTRODE}$"),
@@ -47,7 +50,9 @@ def channel_problem(name: str, units: str | None) -> str | None:
     """Why a channel (its name as the file spells it, its physical units) is not ECG, or None."""
     if millivolt_factor(units) is None:
         return f"not ECG: units {units!r}"
-    text = name.strip().lower()
+    text = name.replace("_", " ").strip().lower()  # `DEV_Temperature`, `EEG_Fp1`: words apart
+    if _ECG_NAME.search(text):
+        return None
     for kind, pattern in _NON_ECG:
         if pattern.search(text):
             return f"not ECG: {kind} channel"
