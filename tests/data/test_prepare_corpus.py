@@ -387,3 +387,11 @@ def test_channel_rule_on_names_from_real_headers():
     assert [name for name in ecg if channel_problem(name, "mV") is not None] == []
     assert [name for name in not_ecg if channel_problem(name, "uV") is None] == []
     assert channel_problem("II", "mmHg") == "not ECG: units 'mmHg'"
+
+
+def test_lone_device_csv_without_a_rate_is_reported_not_a_crash(shared_data, tmp_path):
+    reference = wfdb.rdrecord(str(shared_data / "mitdb" / "100"), sampto=720).p_signal
+    (tmp_path / "device.csv").write_text("MLII,V5,\n" + "".join(f"{a:.3f},{b:.3f},\n" for a, b in reference))
+    manifest, skipped = run([tmp_path / "device.csv"], tmp_path / "store")
+    assert len(manifest) == 0 and skipped["problem"].tolist() == [
+        "no sampling rate in this file: pass fs= (samples per second)"]
