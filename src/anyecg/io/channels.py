@@ -27,7 +27,7 @@ _ECG_NAME = re.compile(r"ecg|ekg")  # `ECG pulse`, `FECG`, `EKG V2`: named ECG w
 # Channel-name patterns of other signals (matched, lower-cased, against the whole name).
 _EEG_ELECTRODE = r"(?:fp[12z]|af[34z]|f[3478z]|fc[56z]|c[z]|cp[56z]|p[34z]|o[12z]|t[345678]|a[12]|m[12])"
 _NON_ECG: tuple[tuple[str, re.Pattern], ...] = tuple((kind, re.compile(pattern)) for kind, pattern in (
-    ("blood pressure", r"\b(?:abp|art|pap|cvp|icp|lap|rap|uap|nbp\w*|abp\w+|bp|pressure)\b"),
+    ("blood pressure", r"\b(?:abp\w*|nbp\w*|art|pap|cvp|icp|lap|rap|uap|bp|pressure)\b"),
     ("plethysmography / oximetry", r"\b(?:pleth|ppg|spo2|sao2|sp02|ox\w*)\b"),
     ("respiration", r"\b(?:resp\w*|co2|etco2|flow|airflow|snore|nasal)\b"),
     # belts, not abdominal fetal ECG leads such as `Abdomen_1`
@@ -37,7 +37,7 @@ _NON_ECG: tuple[tuple[str, re.Pattern], ...] = tuple((kind, re.compile(pattern))
     ("EEG", rf"^c[34]\s*-\s*{_EEG_ELECTRODE}$"),
     ("heart rate", r"\b(?:hr|heart\s*rate|pulse\s*rate|rr|hrv|bpm)\b"),
     ("temperature", r"\b(?:temp\w*)\b"),
-    ("motion", r"\b(?:acc\w*|accelerometer\w*|gyro\w*|position|angle|activity|light)\b"),
+    ("motion", r"\b(?:acc\w*|gyro\w*|position|angle|activity|light)\b"),
     ("marker / annotation", r"\b(?:marker|event|trigger|status|annotations?|stim\w*)\b"),
     ("test signal", r"\b(?:sine|square\s*wave|squarewave|square|ramp|pulse|noise|calib\w*)\b"),
     ("skin conductance", r"\b(?:gsr|eda)\b"),

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from anyecg.io.arrays import resolve_fs, resolve_leads
+from anyecg.io.channels import channel_problem
 from anyecg.io.metadata import RecordInfo, millivolt_factor, parse_sex
 from anyecg.io.recording import Annotations, RecordError, Recording
 
@@ -60,8 +61,6 @@ def _age(reader) -> float | None:
 def record_rate(labels: list[str], units: list[str], rates: list[float]) -> float:
     """The record's rate: the one most ECG channels share (ties: the higher); sleep studies record
     ECG at 256-512 Hz beside slower channels, and plain EDF may carry an `EDF Annotations` channel."""
-    from anyecg.io.channels import channel_problem
-
     ecg = [rate for label, unit, rate in zip(labels, units, rates) if channel_problem(label, unit) is None]
     candidates = ecg or rates
     return max(set(candidates), key=lambda rate: (candidates.count(rate), rate))

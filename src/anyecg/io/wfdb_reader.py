@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from anyecg.io.arrays import resolve_fs, resolve_leads
+from anyecg.io.channels import channel_problem
 from anyecg.io.metadata import RecordInfo, header_meta, millivolt_factor
 from anyecg.io.recording import Annotations, RecordError, Recording
 
@@ -345,8 +346,6 @@ class FrameLayout:
 def record_spf(names: list[str], units: list[str], per_signal: list[int]) -> int:
     """The samples per frame that the record is read at: the one most ECG channels share (ties: the
     higher); channels at other rates are brought to it only to fill their rows, and reported."""
-    from anyecg.io.channels import channel_problem
-
     ecg = [spf for name, unit, spf in zip(names, units, per_signal) if channel_problem(name, unit) is None]
     candidates = ecg or per_signal
     return max(set(candidates), key=lambda spf: (candidates.count(spf), spf)) if candidates else 1
