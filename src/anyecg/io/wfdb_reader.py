@@ -384,7 +384,8 @@ def _read_with_wfdb(header: WfdbHeader, start: int | None = None,
     names = list(record.sig_name or [])
     units = list(record.units or ["mV"] * record.n_sig)
     per_signal = [int(spf) for spf in (record.samps_per_frame or [1] * record.n_sig)]
-    layout = FrameLayout(per_signal, record_spf(names, units, per_signal))
+    # the header's own parse decides the rate where there is one, so header and samples always agree
+    layout = _header_layout(header) if header.signals else FrameLayout(per_signal, record_spf(names, units, per_signal))
     n_frames = min((len(values) // spf for values, spf in zip(record.e_p_signal, per_signal)), default=0)
     signal = _to_record_rate(record.e_p_signal, layout, n_frames)
     signal *= np.array([millivolt_factor(u) or 1.0 for u in units], dtype=np.float64)[:, None]
