@@ -35,9 +35,9 @@ def describe_record(path: str | Path, *, fs: float | None = None, leads: list[st
         "patient_id": record.patient_id,
         "labels": [_label_text(label) for label in record.labels],
     }
-    if "samples_per_frame" in record.meta:
-        info["samples_per_frame"] = record.meta["samples_per_frame"]
-        info["channel_fs"] = record.meta["channel_fs"]
+    for key in ("samples_per_frame", "channel_fs"):  # records whose channels have different rates
+        if key in record.meta:
+            info[key] = record.meta[key]
     try:
         kept = keep_ecg_channels(record)
         info["prepare_drops"] = {d["lead"]: d["reason"] for d in kept.meta.get("dropped_leads", [])}
