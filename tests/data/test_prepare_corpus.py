@@ -398,3 +398,13 @@ def test_lone_device_csv_without_a_rate_is_reported_not_a_crash(shared_data, tmp
     manifest, skipped = run([tmp_path / "device.csv"], tmp_path / "store")
     assert len(manifest) == 0 and skipped["problem"].tolist() == [
         "no sampling rate in this file: pass fs= (samples per second)"]
+
+
+def test_streamed_edf_keeps_its_annotations(shared_data, samples, tmp_path):
+    path = _mixed_rate_edf(shared_data, samples, tmp_path / "mixed.edf", plus=True)
+    run([path], tmp_path / "whole")
+    run([path], tmp_path / "streamed", stream_above_values=10_000)
+    whole = Store(tmp_path / "whole").annotations("mixed")
+    streamed = Store(tmp_path / "streamed").annotations("mixed")
+    assert streamed.aux == whole.aux == ["Arousal", "Apnea"]
+    np.testing.assert_array_equal(streamed.sample, whole.sample)

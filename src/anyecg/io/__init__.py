@@ -22,7 +22,7 @@ import numpy as np
 
 from anyecg.io.arrays import iter_array_chunks, read_array_header, read_array_record
 from anyecg.io.discover import find_records, record_kind
-from anyecg.io.edf import iter_edf_chunks, read_edf, read_edf_header
+from anyecg.io.edf import iter_edf_chunks, read_edf, read_edf_annotations, read_edf_header
 from anyecg.io.matlab import iter_mat_chunks, read_mat_header, read_mat_record
 from anyecg.io.metadata import RecordInfo
 from anyecg.io.quality import check_signal
@@ -67,6 +67,8 @@ def iter_chunks(path: str | Path, chunk_samples: int, *, fs: float | None = None
 
 
 def read_annotations(path: str | Path, extension: str = "atr", fs: float | None = None) -> Annotations | None:
-    """WFDB annotations `<record>.<extension>` of a record given by any of its paths; None if absent.
-    With `fs`, sample indices count at that rate (the record's, see `read_record`)."""
+    """Annotations of a record given by any of its paths, None if absent: WFDB `<record>.<extension>`,
+    or an EDF+ file's own. With `fs`, sample indices count at that rate (the record's, see `read_record`)."""
+    if Path(path).suffix.lower() in (".edf", ".bdf"):
+        return read_edf_annotations(path, fs)
     return read_wfdb_annotations(path, extension, fs)

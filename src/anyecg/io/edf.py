@@ -119,18 +119,29 @@ def read_edf(path: str | Path, *, fs: float | None = None, leads: list[str] | No
     with _open(path) as reader:
         rate, raw, canonical, n_samples, units, meta = _describe(path, reader, fs, leads)
         signal = _read_span(reader, units, 0, n_samples, meta.get("channel_fs"), rate)
-        onsets, _, texts = reader.readAnnotations()
-        annotations = None
-        if len(onsets):
-            annotations = Annotations(
-                sample=np.round(np.asarray(onsets, dtype=np.float64) * rate).astype(np.int64),
-                symbol=[""] * len(onsets),
-                aux=[str(text) for text in texts],
-            )
         return Recording(
             signal=signal, fs=rate, leads=canonical, record_id=path.stem, age=_age(reader),
-            sex=parse_sex(reader.getSex() or ""), source=str(path), raw_leads=raw, annotations=annotations, meta=meta,
+            sex=parse_sex(reader.getSex() or ""), source=str(path), raw_leads=raw,
+            annotations=_annotations(reader, rate), meta=meta,
         )
+
+
+def read_edf_annotations(path: str | Path, fs: float | None = None) -> Annotations | None:
+    """EDF+ annotations with sample indices at `fs` (default: the record's rate); None when there are none."""
+    path = Path(path)
+    with _open(path) as reader:
+        return _annotations(reader, fs if fs is not None else _describe(path, reader, None, None)[0])
+
+
+def _annotations(reader, rate: float) -> Annotations | None:
+    onsets, _, texts = reader.readAnnotations()
+    if not len(onsets):
+        return None
+    return Annotations(
+        sample=np.round(np.asarray(onsets, dtype=np.float64) * rate).astype(np.int64),
+        symbol=[""] * len(onsets),
+        aux=[str(text) for text in texts],
+    )
 
 
 def iter_edf_chunks(path: str | Path, chunk_samples: int, *, fs: float | None = None,
