@@ -24,6 +24,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--records-per-shard", type=int, help="default: enough shards to keep every worker busy")
     p.add_argument("--fs", type=float, help="sampling rate for formats that carry none (.npy, .csv, plain .mat)")
     p.add_argument("--leads", type=_lead_list, help="comma-separated lead names for formats that carry none")
+    p.add_argument("--channels", type=_lead_list,
+                   help="comma-separated channels to keep, or 'all' (default: ECG channels, by units and name)")
+    p.add_argument("--annotator", default="atr", help="WFDB annotation files to store: their extension (default atr)")
     p.add_argument("--mains", type=float, choices=[50.0, 60.0], default=50.0, help="mains frequency for the notch")
     p.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
     p.add_argument("--no-progress", action="store_true")
@@ -411,14 +414,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     result = prepare(PrepareConfig(
         sources=args.sources, out=args.out, recipe=Recipe(notch_hz=args.mains), labels_csv=args.labels,
         workers=args.workers, records_per_shard=args.records_per_shard, fs=args.fs, leads=args.leads,
-        split_seed=args.seed, progress=not args.no_progress,
+        channels=args.channels, annotator=args.annotator, split_seed=args.seed, progress=not args.no_progress,
     ))
     print(f"store: {result.store}")
     print(f"records: {result.records} prepared, {result.skipped} skipped "
           f"({result.shards_written} shards written, {result.shards_reused} reused from an earlier run)")
     for reason, count in result.skipped_reasons.items():
         print(f"  skipped {count}: {reason}")
-    if result.skipped:
+    if result.not_read:
+        listing = ", ".join(f"{suffix} {count}" for suffix, count in result.not_read.items())
+        print(f"  not read: {sum(result.not_read.values())} files that are not records ({listing})")
+    if result.skipped or result.not_read:
         print(f"  details: {result.store / 'skipped.csv'}")
     return 0
 

@@ -136,7 +136,8 @@ def test_bad_records_are_skipped_and_reported(corpus, tmp_path):
     skipped = store.skipped()
     reported = {Path(s).name: p for s, p in zip(skipped["source"], skipped["problem"])}
     assert "data_92_12.hea" in reported and "garbage.hea" in reported and "empty.edf" in reported
-    assert result.skipped == len(skipped) >= 3
+    assert result.skipped == len(skipped) - 1 == 3 and result.not_read == {".xyz123": 1}
+    assert reported["notes.xyz123"] == "unsupported file type '.xyz123', not read"
     assert store.signal(0).shape[0] == 2  # the good record is intact
 
 

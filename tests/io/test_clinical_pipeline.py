@@ -28,7 +28,7 @@ def _folder(formats_dir: Path, target: Path) -> Path:
     (target / "bad_base64.xml").write_text(muse.replace("<WaveFormData>\nIAAg", "<WaveFormData>\nI*Ag"), encoding="latin-1")
     philips = (formats_dir / "philips_sierra_xml" / "129DYPRG.XML").read_text(encoding="utf-8")
     (target / "zip.xml").write_text(philips.replace('compressmethod="XLI"', 'compressmethod="ZIP"'), encoding="utf-8")
-    (target / "notes.xml").write_text("<notes/>")  # not an ECG: not listed at all
+    (target / "notes.xml").write_text("<notes/>")  # not an ECG: not a record, listed as not read
     for file in target.iterdir():
         file.chmod(0o644)
     return target
@@ -46,7 +46,9 @@ def test_prepare_stores_good_exports_and_skips_bad_ones(formats_dir, tmp_path):
     assert rows.loc["philips", "header_labels"].startswith("Sinus bradycardia;")
     assert rows.loc["muse", "sex"] == "M" and rows.loc["muse", "age"] == 60.0
     skipped = {Path(s).name: p for s, p in zip(store.skipped()["source"], store.skipped()["problem"])}
-    assert result.skipped == 5 and set(skipped) == {"ct.dcm", "empty.dcm", "cut.xml", "bad_base64.xml", "zip.xml"}
+    assert result.skipped == 5 and result.not_read == {".xml": 1}
+    assert set(skipped) == {"ct.dcm", "empty.dcm", "cut.xml", "bad_base64.xml", "zip.xml", "notes.xml"}
+    assert "not read" in skipped["notes.xml"]
     assert "no waveform" in skipped["ct.dcm"]
     assert "empty file" in skipped["empty.dcm"]
     assert "not well-formed XML" in skipped["cut.xml"]

@@ -139,10 +139,10 @@ def test_several_samples_per_frame_go_through_wfdb(tmp_path):
                 write_dir=str(tmp_path))
     header = tmp_path / "spf.hea"
     assert not parse_header(header).fast
-    record = wfdb.rdrecord(str(tmp_path / "spf"), smooth_frames=True)  # frame-rate average, as documented
-    rec = read_record(header)
-    assert rec.signal.shape == (2, 500)
-    np.testing.assert_allclose(rec.signal, record.p_signal.T, rtol=1e-6, atol=1e-7)
+    record = wfdb.rdrecord(str(tmp_path / "spf"), smooth_frames=False)
+    rec = read_record(header)  # one ECG channel at each rate: the higher rate is the record's
+    assert rec.fs == 500 and rec.signal.shape == (2, 1000) and rec.meta["channel_fs"] == [500, 250]
+    np.testing.assert_allclose(rec.signal[0], record.e_p_signal[0], rtol=1e-6, atol=1e-7)
 
 
 def test_units_are_converted_to_millivolts(tmp_path, reference_mv):

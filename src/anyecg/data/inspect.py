@@ -5,9 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from anyecg.data.prepare import skip_reason
 from anyecg.data.store import MANIFEST, Store
-from anyecg.io import read_record
+from anyecg.io import RecordError, read_record
+from anyecg.io.channels import keep_ecg_channels
 from anyecg.io.snomed import snomed_abbreviation
+
+
+SHORT_DICT = 3  # longer dicts (skip reasons, label counts) get one line per entry
 
 
 def is_store(path: str | Path) -> bool:
@@ -22,6 +27,7 @@ def describe_record(path: str | Path, *, fs: float | None = None, leads: list[st
         "fs": record.fs,
         "leads": record.leads,
         "raw_leads": record.raw_leads,
+        "units": record.meta.get("units", []),
         "samples": record.n_samples,
         "duration_s": round(record.duration_s, 3),
         "age": record.age,
@@ -32,6 +38,14 @@ def describe_record(path: str | Path, *, fs: float | None = None, leads: list[st
     for key in ("format", "device", "derived_leads"):  # clinical exports say which device wrote them
         if record.meta.get(key):
             info[key] = record.meta[key]
+    for key in ("samples_per_frame", "channel_fs"):  # records whose channels have different rates
+        if key in record.meta:
+            info[key] = record.meta[key]
+    try:
+        kept = keep_ecg_channels(record)
+        info["prepare_drops"] = {d["lead"]: d["reason"] for d in kept.meta.get("dropped_leads", [])}
+    except RecordError as err:
+        info["prepare_drops"] = {"(all)": err.problem}
     if record.annotations is not None:
         ann = record.annotations
         info["annotations"] = {
@@ -43,19 +57,30 @@ def describe_record(path: str | Path, *, fs: float | None = None, leads: list[st
 
 
 def describe_store(path: str | Path) -> dict:
-    summary = Store(path).summary()
+    store = Store(path)
+    summary = store.summary()
     summary["labels"] = {_label_text(label): n for label, n in summary["labels"].items()}
+    manifest = store.manifest
+    # what the sources were before cleaning: rates (frame rate x samples per frame) and units
+    summary["source_fs"] = {f"{fs:g} Hz": n for fs, n in Counter(manifest["fs_original"]).most_common()}
+    if "units" in manifest.columns:
+        units = Counter(unit for value in manifest["units"] for unit in value.split(";") if unit)
+        summary["source_units"] = dict(units.most_common())
+    skipped = store.skipped()
+    reasons = Counter(map(skip_reason, skipped["problem"])) if len(skipped) else Counter()
+    summary["skipped_reasons"] = dict(reasons.most_common())
     return summary
 
 
 def format_description(info: dict) -> str:
-    """Aligned `key: value` lines; nested dicts indented one level."""
+    """Aligned `key: value` lines; nested dicts, and dicts of more than SHORT_DICT entries, indented one level."""
     width = max(len(k) for k in info)
     lines = []
     for key, value in info.items():
         if isinstance(value, (list, dict)) and not value:
             lines.append(f"{key:<{width}}  -")
-        elif isinstance(value, dict) and all(not isinstance(v, dict) for v in value.values()):
+        elif (isinstance(value, dict) and len(value) <= SHORT_DICT
+              and not any(isinstance(v, dict) for v in value.values())):
             lines.append(f"{key:<{width}}  " + ", ".join(f"{k}: {v}" for k, v in value.items()))
         elif isinstance(value, dict):
             lines.append(f"{key}:")

@@ -1,7 +1,8 @@
 """`anyecg prepare`: folders of recordings in any supported format -> a prepared store.
 
     sources --find_records--> plan (record -> shard, fixed at the first run)
-            --worker processes, one shard each--> shards/*.f32 + shard index (atomic)
+            --worker processes, one shard each: read, keep the ECG channels (io/channels.py), repair
+              missing samples (io/gaps.py), drop flat/saturated leads, clean--> shards/*.f32 + index (atomic)
             --main process--> labels, patient ids, splits --> manifest.parquet + skipped.csv
 
 A rerun of the same command skips every shard whose index exists, so a killed job resumes where it
@@ -15,7 +16,8 @@ import math
 import multiprocessing
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,9 @@ from anyecg.data.store import (
     atomic_write_parquet, read_recipe, shard_name,
 )
 from anyecg.io import find_records, iter_chunks, read_annotations, read_header, read_record
-from anyecg.io.quality import check_signal
+from anyecg.io.channels import channel_names, keep_ecg_channels, select_channels
+from anyecg.io.gaps import cut_annotations, fill_short_gaps, plan_gaps, repair_gaps
+from anyecg.io.quality import StreamStats, check_signal
 from anyecg.io.recording import RecordError, Recording
 from anyecg.signal.normalize import normalize
 from anyecg.signal.recipe import Recipe, clean_batch, clean_stream
@@ -56,6 +60,8 @@ class PrepareConfig:
     records_per_shard: int | None = None  # default: enough shards to keep every worker busy
     fs: float | None = None  # for formats that carry no sampling rate (.npy, .csv, plain .mat)
     leads: list[str] | None = None  # for formats that carry no lead names
+    channels: list[str] | None = None  # channels to keep (["all"]: every one); default: the ECG channels
+    annotator: str = "atr"  # WFDB annotation file extension to store with each record (qrs, ecg, ...)
     split_seed: int = 0
     progress: bool = True
     stream_above_values: int = STREAM_ABOVE_VALUES  # records larger than this are streamed in chunks
@@ -69,13 +75,15 @@ class PrepareResult:
     shards_written: int
     shards_reused: int
     skipped_reasons: dict[str, int]
+    not_read: dict[str, int] = field(default_factory=dict)  # files found but not read, by extension
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
     out = Path(config.out)
     sources = [Path(s) for s in config.sources]
     labels = LabelTable.read(config.labels_csv) if config.labels_csv else None  # fail fast on a bad CSV
-    plan = _load_or_make_plan(out, sources, config)
+    ignored: list[tuple[Path, str]] = []  # files found but not read (unsupported type, tables, ...)
+    plan = _load_or_make_plan(out, sources, config, ignored)
     n_shards = int(plan["shard"].max()) + 1 if len(plan) else 0
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -84,7 +92,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     # Each worker process cleans with one thread; a single process lets clean_batch use every core.
     threads = 1 if config.workers > 1 and len(todo) > 1 else None
     jobs = [(s, [_signal_args(src, config, labels, sources) for src in by_shard[s]], config.recipe, out, threads,
-             config.stream_above_values) for s in todo]
+             config.stream_above_values, config.channels, config.annotator) for s in todo]
 
     bar = tqdm(total=len(plan), unit="rec", desc="prepare", disable=not config.progress, file=sys.stderr)
     bar.update(len(plan) - sum(len(by_shard[s]) for s in todo))
@@ -99,18 +107,21 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             bar.update(prepare_shard(*job))
     bar.close()
 
-    manifest, skipped = _assemble(out, n_shards, sources, labels, config.split_seed)
+    manifest, skipped = _assemble(out, n_shards, sources, labels, config.split_seed, ignored)
+    skipped = skipped.iloc[: len(skipped) - len(ignored)]  # records only: _assemble lists files not read last
     return PrepareResult(
         store=out,
         records=len(manifest),
         skipped=len(skipped),
         shards_written=len(todo),
         shards_reused=n_shards - len(todo),
-        skipped_reasons=skipped["problem"].map(_reason).value_counts().to_dict() if len(skipped) else {},
+        skipped_reasons=skipped["problem"].map(skip_reason).value_counts().to_dict() if len(skipped) else {},
+        not_read=dict(Counter(path.suffix.lower() or "(none)" for path, _ in ignored).most_common()),
     )
 
 
-def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig) -> pd.DataFrame:
+def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig,
+                       ignored: list[tuple[Path, str]]) -> pd.DataFrame:
     """The record -> shard assignment, written once; a rerun must see the same sources and recipe."""
     previous_recipe = read_recipe(out)
     if previous_recipe is not None:
@@ -118,7 +129,7 @@ def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig) ->
             previous_recipe.check_compatible(config.recipe)
         except ValueError as err:
             raise StoreError(f"{out}: store was prepared with another recipe ({err}); use a new --out") from None
-    records = [str(p) for p in find_records(sources)]
+    records = [str(p) for p in find_records(sources, ignored=ignored)]
     plan_path = out / PLAN
     if plan_path.is_file():
         plan = pd.read_parquet(plan_path)
@@ -155,11 +166,14 @@ def _signal_args(source: str, config: PrepareConfig, labels: LabelTable | None, 
 
 def prepare_shard(
     shard: int, records: list[tuple[str, float | None, list[str] | None]], recipe: Recipe, out: Path,
-    threads: int | None = None, stream_above_values: int = STREAM_ABOVE_VALUES,
+    threads: int | None = None, stream_above_values: int = STREAM_ABOVE_VALUES, channels: list[str] | None = None,
+    annotator: str = "atr",
 ) -> int:
     """Clean every record of one shard into its .f32 file and index; returns the number of records seen.
 
     `records` holds (source, fs, leads): the rate and lead names to use where the file has none.
+    `channels` chooses the channels to keep (see anyecg.io.channels); by default the ECG channels.
+    `annotator` is the extension of the WFDB annotation files stored with the records.
     """
     shard_dir = Path(out) / SHARD_DIR
     name = shard_name(shard)
@@ -170,20 +184,26 @@ def prepare_shard(
     for source, fs, leads in records:
         try:
             info = read_header(source, fs=fs, leads=leads)
-            if info.n_samples * len(info.leads) > stream_above_values:
-                writer.write_streamed(source, info, fs, leads)
+            keep, dropped = select_channels(source, channel_names(info.meta, info.raw_leads), info.meta.get("units"),
+                                            channels, info.meta.get("channel_fs"), info.fs)
+            if info.n_samples * len(keep) > stream_above_values:
+                writer.write_streamed(source, info, fs, leads, keep, dropped, annotator)
                 continue
-            record = check_signal(read_record(source, fs=fs, leads=leads))
+            record = keep_ecg_channels(read_record(source, fs=fs, leads=leads), channels)
+            if annotator != "atr":
+                record.annotations = read_annotations(source, annotator, fs=record.fs)
+            parts = [check_signal(part) for part in repair_gaps(record)]
         except RecordError as err:
             skipped.append({"source": source, "problem": err.problem})
             continue
         except Exception as err:  # a reader bug must not end a 10,000-record job; report it instead
             skipped.append({"source": source, "problem": f"unexpected {type(err).__name__}: {err}"})
             continue
-        key = (record.fs, record.n_leads, record.n_samples)
-        pending[key].append(record)
-        if len(pending[key]) * record.n_leads * record.n_samples >= BATCH_VALUES:
-            writer.write_batch(pending.pop(key))
+        for record in parts:
+            key = (record.fs, record.n_leads, record.n_samples)
+            pending[key].append(record)
+            if len(pending[key]) * record.n_leads * record.n_samples >= BATCH_VALUES:
+                writer.write_batch(pending.pop(key))
     for batch in pending.values():
         writer.write_batch(batch)
     writer.finish(shard_dir / f"{name}.f32", shard_dir / f"{name}.parquet", skipped)
@@ -223,7 +243,10 @@ class _ShardWriter:
             "n_leads": n_leads,
             "leads": ";".join(record.leads),
             "raw_leads": ";".join(record.raw_leads),
+            "units": ";".join(record.meta.get("units", [])),  # as the file gave them; the store holds mV
             "dropped_leads": ";".join(f"{d['lead']}:{d['reason']}" for d in record.meta.get("dropped_leads", [])),
+            "repairs": "; ".join(record.meta.get("repairs", [])),
+            "source_start_s": float(record.meta.get("source_start_s", 0.0)),
             "duration_s": n_samples / target_fs,
             "n_samples": n_samples,
             "age": record.age,
@@ -247,33 +270,71 @@ class _ShardWriter:
                 "aux": ann.aux,
             }))
 
-    def write_streamed(self, source: str, info, fs: float | None, leads: list[str] | None) -> None:
-        """A long record, chunk by chunk; on any failure the partial samples are cut off again."""
-        start = self.handle.tell()
+    def write_streamed(self, source: str, info, fs: float | None, leads: list[str] | None,
+                       keep: list[int], dropped: list[dict], annotator: str = "atr") -> None:
+        """A long record's channels `keep`, chunk by chunk, with the checks and gap policy of a whole one.
+
+        A first pass gathers per-lead statistics (flat/saturated leads, missing runs); the second
+        cleans and writes each gap-free part. On any failure the partial samples are cut off again.
+        """
         chunk = int(STREAM_CHUNK_S * info.fs)
-        stride = max(1, math.ceil(info.n_samples * self.recipe.target_fs / info.fs / STATS_SAMPLES))
-        subsample, n_out = [], 0
+
+        def read() -> Iterator[tuple[int, np.ndarray]]:
+            for chunk_start, values in iter_chunks(source, chunk, fs=fs, leads=leads):
+                yield chunk_start, values[keep] if dropped else values
+
+        names = [info.raw_leads[i] for i in keep]
+        stats = StreamStats(len(keep))
+        for _, values in read():
+            stats.update(values)
+        if stats.n_samples == 0:
+            raise RecordError(source, "zero-length signal")
+        dropped = list(dropped)
+        for row, index in enumerate(keep):
+            if (problem := stats.problem(row)) is not None:
+                dropped.append({"lead": info.raw_leads[index], "reason": problem, "index": index})
+        usable = [row for row, index in enumerate(keep) if index not in {d["index"] for d in dropped}]
+        if not usable:
+            reasons = "; ".join(f"{d['lead']}: {d['reason']}" for d in dropped)
+            raise RecordError(source, f"no usable lead left: {reasons}")
+        plan = plan_gaps(source, [stats.missing[row] for row in usable], [names[row] for row in usable],
+                         stats.n_samples, info.fs)
+        dropped += [{**d, "index": keep[usable[d["index"]]]} for d in plan.dropped]
+        rows = [row for row in usable if keep[row] not in {d["index"] for d in dropped}]
+        kept = [keep[row] for row in rows]
+
+        annotations = read_annotations(source, annotator, fs=info.fs)
+        start = self.handle.tell()
+        parts = []
+        cursor = _ChunkCursor((s, v[rows] if len(rows) < len(keep) else v) for s, v in read())
         try:
-            raw = (_finite(source, c) for _, c in iter_chunks(source, chunk, fs=fs, leads=leads))
-            for cleaned in clean_stream(raw, info.fs, self.recipe):  # [L, n] mV at target_fs
-                self.handle.write(_time_major_bytes(cleaned))
-                subsample.append(cleaned[:, (-n_out) % stride :: stride])
-                n_out += cleaned.shape[1]
-            if n_out == 0:
-                raise RecordError(source, "zero-length signal")
+            for part_start, part_stop in plan.parts:
+                stride = max(1, math.ceil((part_stop - part_start) * self.recipe.target_fs / info.fs / STATS_SAMPLES))
+                subsample, n_out = [], 0
+                raw = fill_short_gaps(cursor.span(part_start, part_stop))
+                for cleaned in clean_stream(raw, info.fs, self.recipe):  # [L, n] mV at target_fs
+                    self.handle.write(_time_major_bytes(cleaned))
+                    subsample.append(cleaned[:, (-n_out) % stride :: stride])
+                    n_out += cleaned.shape[1]
+                parts.append((part_start, part_stop, n_out, normalize(np.concatenate(subsample, axis=1), self.recipe)))
         except BaseException:
             self.handle.seek(start)
             self.handle.truncate()
             raise
-        _, offset, scale = normalize(np.concatenate(subsample, axis=1), self.recipe)
-        annotations = read_annotations(source)
-        record = Recording(
-            signal=np.empty((len(info.leads), 0), np.float32), fs=info.fs, leads=info.leads,
-            record_id=info.record_id, patient_id=info.patient_id, age=info.age, sex=info.sex,
-            labels=info.labels, source=str(source), raw_leads=info.raw_leads, annotations=annotations,
-            meta=info.meta,
-        )
-        self._add_row(record, (len(info.leads), n_out), offset, scale)
+        for k, (part_start, part_stop, n_out, (_, offset, scale)) in enumerate(parts):
+            split = len(parts) > 1
+            record = Recording(
+                signal=np.empty((len(kept), 0), np.float32), fs=info.fs, leads=[info.leads[i] for i in kept],
+                record_id=f"{info.record_id}_part{k + 1}" if split else info.record_id,
+                patient_id=info.patient_id or (f"record:{source}" if split else None),
+                age=info.age, sex=info.sex, labels=info.labels, source=str(source),
+                raw_leads=[info.raw_leads[i] for i in kept],
+                annotations=cut_annotations(annotations, part_start, part_stop),
+                meta={**info.meta, "dropped_leads": dropped, "repairs": plan.repairs,
+                      "source_start_s": part_start / info.fs,
+                      "units": [info.meta["units"][i] for i in kept] if "units" in info.meta else []},
+            )
+            self._add_row(record, (len(kept), n_out), offset, scale)
 
     def finish(self, data_path: Path, index_path: Path, skipped: list[dict]) -> None:
         self.handle.flush()
@@ -293,24 +354,48 @@ def _time_major_bytes(signal: np.ndarray) -> bytes:
     return np.ascontiguousarray(signal.T, dtype=np.float32).tobytes()
 
 
-def _finite(source: str, chunk: np.ndarray) -> np.ndarray:
-    bad = ~np.isfinite(chunk)
-    if bad.any():
-        lead = int(np.argmax(bad.any(axis=1)))
-        raise RecordError(source, f"{int(bad.sum())} NaN/inf samples (first in lead {lead})")
-    return chunk
+class _ChunkCursor:
+    """Consecutive (start, [L, n]) chunks of a record, read once and handed out span by span, in order."""
+
+    def __init__(self, chunks: Iterator[tuple[int, np.ndarray]]):
+        self.chunks = iter(chunks)
+        self.pending: tuple[int, np.ndarray] | None = None
+
+    def span(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """The samples [start, stop) as pieces; spans must be asked for in increasing order."""
+        while True:
+            if self.pending is None:
+                self.pending = next(self.chunks, None)
+                if self.pending is None:
+                    return
+            chunk_start, values = self.pending
+            chunk_stop = chunk_start + values.shape[1]
+            if chunk_stop <= start:
+                self.pending = None
+                continue
+            if chunk_start >= stop:
+                return
+            low, high = max(start, chunk_start), min(stop, chunk_stop)
+            self.pending = None if high == chunk_stop else (high, values[:, high - chunk_start:])
+            yield values[:, low - chunk_start:high - chunk_start]
+            if high == stop:
+                return
 
 
 # ---------------------------------------------------------------- main side: the manifest
 
 
-def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable | None, seed: int):
+def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable | None, seed: int,
+              ignored: list[tuple[Path, str]]):
     shard_dir = out / SHARD_DIR
     parts = [pd.read_parquet(shard_dir / f"{shard_name(s)}.parquet") for s in range(n_shards)]
     parts = [p for p in parts if len(p)]
-    manifest = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS)
+    # With every record skipped the manifest is empty but keeps the columns a shard index has.
+    manifest = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS + INDEX_COLUMNS)
+    not_read = pd.DataFrame([(str(path), why) for path, why in ignored], columns=["source", "problem"])
     skipped = pd.concat(
-        [pd.read_parquet(shard_dir / f"{shard_name(s)}.skipped.parquet") for s in range(n_shards)], ignore_index=True
+        [pd.read_parquet(shard_dir / f"{shard_name(s)}.skipped.parquet") for s in range(n_shards)] + [not_read],
+        ignore_index=True,
     )
     manifest["record_id"] = _unique_ids(manifest, sources)
     manifest["labels"] = manifest["header_labels"]
@@ -343,8 +428,13 @@ def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable 
     return manifest, skipped
 
 
+# Columns of a shard index that the manifest needs beyond MANIFEST_COLUMNS (see _ShardWriter._add_row).
+INDEX_COLUMNS = ["header_labels"]
+
+
 def _unique_ids(manifest: pd.DataFrame, sources: list[Path]) -> list[str]:
-    """Record ids are file stems; where two sources share a stem, the path relative to its source."""
+    """Record ids are file stems; where two sources share a stem, the path relative to its source
+    (keeping the `_part<k>` of a record split at gaps)."""
     ids = manifest["record_id"].astype(str)
     clashes = set(ids[ids.duplicated(keep=False)])
     if not clashes:
@@ -353,15 +443,16 @@ def _unique_ids(manifest: pd.DataFrame, sources: list[Path]) -> list[str]:
     for record_id, source in zip(ids, manifest["source"]):
         if record_id in clashes:
             path = Path(source).with_suffix("")
+            part = record_id[len(path.name):] if record_id.startswith(f"{path.name}_part") else ""
             for root in sources:
                 if root.is_dir() and path.is_relative_to(root):
                     path = path.relative_to(root)
                     break
-            record_id = path.as_posix()
+            record_id = path.as_posix() + part
         result.append(record_id)
     return result
 
 
-def _reason(problem: str) -> str:
+def skip_reason(problem: str) -> str:
     """Group skip reasons for the summary: the problem text up to its first detail."""
     return problem.split(" (")[0].split(":")[0]

@@ -25,7 +25,7 @@ from anyecg.io.arrays import iter_array_chunks, read_array_header, read_array_re
 from anyecg.io.dicom import iter_dicom_chunks, read_dicom, read_dicom_header
 from anyecg.io.discover import find_records, record_kind
 from anyecg.io.ecg_xml import iter_ecg_xml_chunks, read_ecg_xml, read_ecg_xml_header
-from anyecg.io.edf import iter_edf_chunks, read_edf, read_edf_header
+from anyecg.io.edf import iter_edf_chunks, read_edf, read_edf_annotations, read_edf_header
 from anyecg.io.ishne import iter_ishne_chunks, read_ishne, read_ishne_header
 from anyecg.io.matlab import iter_mat_chunks, read_mat_header, read_mat_record
 from anyecg.io.metadata import RecordInfo
@@ -75,6 +75,9 @@ def iter_chunks(path: str | Path, chunk_samples: int, *, fs: float | None = None
     return _CHUNKS[kind](file, int(chunk_samples), fs=fs, leads=leads)
 
 
-def read_annotations(path: str | Path, extension: str = "atr") -> Annotations | None:
-    """WFDB annotations `<record>.<extension>` of a record given by any of its paths; None if absent."""
-    return read_wfdb_annotations(path, extension)
+def read_annotations(path: str | Path, extension: str = "atr", fs: float | None = None) -> Annotations | None:
+    """Annotations of a record given by any of its paths, None if absent: WFDB `<record>.<extension>`,
+    or an EDF+ file's own. With `fs`, sample indices count at that rate (the record's, see `read_record`)."""
+    if Path(path).suffix.lower() in (".edf", ".bdf"):
+        return read_edf_annotations(path, fs)
+    return read_wfdb_annotations(path, extension, fs)

@@ -141,6 +141,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _without_trailing_empty(row: list[str]) -> list[str]:
+    """Device exports often end every line with a delimiter: drop the empty cells at the end."""
+    end = len(row)
+    while end and not row[end - 1].strip():
+        end -= 1
+    return row[:end]
+
+
 def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
     """([rows, columns] float64, column names or None). Index/time columns are dropped."""
     try:
@@ -155,7 +163,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
         reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     else:  # whitespace-separated
         reader = (line.split() for line in text.splitlines())
-    rows = [row for row in reader if row and any(cell.strip() for cell in row)]
+    rows = [_without_trailing_empty(row) for row in reader if row and any(cell.strip() for cell in row)]
     names = None
     if not all(_is_number(cell) for cell in rows[0]):
         names = [cell.strip().strip("'\"") for cell in rows[0]]

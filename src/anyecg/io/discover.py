@@ -87,7 +87,7 @@ def _csv_is_table(path: Path) -> bool:
         return False
     row = lines[-1].replace(";", ",").replace("\t", ",")
     cells = [cell.strip().strip("'\"") for cell in (row.split(",") if "," in row else row.split())]
-    for cell in cells:
+    for cell in filter(None, cells):  # empty cells (a trailing delimiter) say nothing
         try:
             float(cell)
         except ValueError:
@@ -100,39 +100,47 @@ def _excluded(path: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(text, pattern) for pattern in patterns)
 
 
-def _records_among(files: Iterable[Path]) -> list[Path]:
-    """One path per record among files found by walking folders or globs."""
+def _records_among(files: Iterable[Path], ignored: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """One path per record among files found by walking folders or globs; files that are neither a
+    record nor part of one go to `ignored` as (path, why), when a list is given."""
     files = sorted(set(files))
     present = set(files)
     headers = {file for file in files if file.suffix.lower() == ".hea"}
     claimed: set[Path] = set()
-    # a file with a header of the same stem beside it (100.dat, 100.atr, E07500.mat) is that record
+    # a file with a header of the same stem beside it (100.dat, 100.atr, E07500.mat) is that record;
+    # an EDF/BDF is a whole record of its own unless the header names it
     for file in files:
         header = file.with_suffix(".hea")
-        if file.suffix.lower() != ".hea" and (header in present or header.is_file()):
+        if file.suffix.lower() not in (".hea", *EDF_SUFFIXES) and (header in present or header.is_file()):
             claimed.add(file)
             headers.add(header)
     for header_file in sorted(headers):  # headers may also name other signal files, segment headers
         claimed |= _claimed_by_header(header_file)
     records = [file for file in sorted(headers) if file not in claimed]
+    skip = ignored.append if ignored is not None else lambda _: None
     for file in files:
         suffix = file.suffix.lower()
-        if file in claimed:
+        if file in claimed or suffix == ".hea":
             continue
         if suffix not in SIGNAL_SUFFIXES:
-            if listed_in_folder(file):
+            if listed_in_folder(file):  # a clinical export recognised by its content
                 records.append(file)
-            continue
-        if suffix == ".mat" and holds_indices(file):
-            continue
-        if suffix == ".csv" and _csv_is_table(file):
-            continue
-        records.append(file)
+            else:
+                skip((file, f"unsupported file type {suffix or '(no extension)'!r}, not read"))
+        elif suffix == ".mat" and holds_indices(file):
+            skip((file, "a .mat of sample indices (a reference list, not a signal), not read"))
+        elif suffix == ".csv" and _csv_is_table(file):
+            skip((file, "a .csv table with text in its first data row (metadata, not samples), not read"))
+        else:
+            records.append(file)
     return records
 
 
-def find_records(sources: Sequence[str | Path], *, exclude: Sequence[str] = ()) -> list[Path]:
-    """Record paths under `sources` (folders, globs, files, WFDB record names), sorted, one per record."""
+def find_records(sources: Sequence[str | Path], *, exclude: Sequence[str] = (),
+                 ignored: list[tuple[Path, str]] | None = None) -> list[Path]:
+    """Record paths under `sources` (folders, globs, files, WFDB record names), sorted, one per record.
+
+    Pass a list as `ignored` to get the files found in folders or globs that are not read, with why."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
     walked: list[Path] = []
@@ -154,7 +162,7 @@ def find_records(sources: Sequence[str | Path], *, exclude: Sequence[str] = ()) 
                 named.append(path)  # unsupported type: kept so that reading it says so
         else:
             raise RecordError(path, "no such file, folder or WFDB record")
-    records = _records_among(file for file in walked if not _excluded(file, exclude)) + named
+    records = _records_among((file for file in walked if not _excluded(file, exclude)), ignored) + named
     records = [file for file in records if not _excluded(file, exclude)]
     unique: dict[Path, Path] = {}
     for record in records:

@@ -4,7 +4,8 @@ Styles understood (one record may mix them):
 
 - challenge `key: value` lines: `# Age: 78`, `# Sex: Male`, `# Dx: 164889003,426783006` (SNOMED
   codes, kept as strings in `labels`), and PTB's lower-case `# age: 81`, `# sex: female`;
-- MIT-BIH's first comment `# 69 M 1085 1629 x1` (age, sex, then recording details);
+- PhysioNet's `# <age>: 25 <sex>: M <diagnoses>: (none)` (several `<key>: value` pairs on one line);
+- MIT-BIH's `# 69 M 1085 1629 x1` (age, sex, then recording details), the first such comment;
 - CPSC 2021's single class line (`# paroxysmal atrial fibrillation`, ...), which becomes the label.
 
 Every `key: value` pair is kept in `meta["fields"]` and every comment in `meta["comments"]`, so PTB's
@@ -32,6 +33,7 @@ CPSC2021_CLASSES: tuple[str, ...] = (
 # MIT-BIH: "<age> <sex> <gain-ish numbers> x<n>"; age is -1 or "?" when unknown.
 _MITDB_FIRST = re.compile(r"^\s*(-?\d+(?:\.\d+)?|\?)\s+([MF?])\b")
 _KEY_VALUE = re.compile(r"^\s*([^:]+?)\s*:\s*(.*?)\s*$")
+_ANGLE_PAIR = re.compile(r"<([^<>]+)>\s*:\s*([^<]*)")
 _CPSC2021_RECORD = re.compile(r"^data_(\d+)_\d+$")
 _PTB_PATIENT_FOLDER = re.compile(r"^patient\d+$")
 # The MIT-BIH Arrhythmia Database notes that records 201 and 202 come from the same patient.
@@ -95,10 +97,14 @@ def parse_comments(comments: list[str]) -> HeaderMeta:
     out = HeaderMeta()
     fields: dict[str, str] = {}
     lines = [line.strip() for line in comments if line.strip()]
-    for index, line in enumerate(lines):
-        match = _KEY_VALUE.match(line)
-        if match and match.group(2):
-            key, value = match.group(1), match.group(2)
+    mitdb_seen = False
+    for line in lines:
+        pairs = [(key.strip(), value.strip()) for key, value in _ANGLE_PAIR.findall(line)]
+        if not pairs and (match := _KEY_VALUE.match(line)) and match.group(2):
+            pairs = [(match.group(1), match.group(2))]
+        for key, value in pairs:
+            if not value:
+                continue
             fields[key] = value
             lower = key.lower()
             if lower == "age":
@@ -110,8 +116,10 @@ def parse_comments(comments: list[str]) -> HeaderMeta:
                 out.labels.extend(code for code in parse_codes(value) if code not in out.labels)
             elif lower == "reason for admission":
                 out.meta["diagnosis"] = value
+        if pairs:
             continue
-        if index == 0 and (mitdb := _MITDB_FIRST.match(line)):
+        if not mitdb_seen and (mitdb := _MITDB_FIRST.match(line)):
+            mitdb_seen = True
             out.age = parse_age(mitdb.group(1))
             out.sex = parse_sex(mitdb.group(2))
             out.meta["age_raw"] = mitdb.group(1)
@@ -132,7 +140,7 @@ def patient_id_for(record_id: str, folder: Path | None, comments: list[str] | No
     `data_<patient>_<n>` -> `<patient>`; PTB records inside a `patientNNN` folder -> that folder.
     """
     comments = [line.strip() for line in comments or [] if line.strip()]
-    if record_id in _MITDB_SAME_PATIENT and comments and _MITDB_FIRST.match(comments[0]):
+    if record_id in _MITDB_SAME_PATIENT and any(_MITDB_FIRST.match(line) for line in comments):
         return _MITDB_SAME_PATIENT[record_id]
     if match := _CPSC2021_RECORD.match(record_id):
         return match.group(1)

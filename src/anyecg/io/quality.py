@@ -10,14 +10,16 @@ the record as read):
   i.e. the amplifier was clipping most of the time.
 
 If no lead is left the record raises. (Header/data length mismatches are raised by the readers.)
+`StreamStats` gathers what these checks need from a record read chunk by chunk. Missing samples are
+repaired before these checks by anyecg.io.gaps.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
+from anyecg.io.channels import keep_rows
+from anyecg.io.gaps import Runs, append_runs, missing_runs
 from anyecg.io.recording import RecordError, Recording
 
 FLAT_PTP_MV = 1e-3
@@ -35,12 +37,57 @@ def _lead_label(rec: Recording, index: int) -> str:
 def lead_problem(values: np.ndarray) -> str | None:
     """Why one lead (float [samples], finite) is unusable, or None."""
     low, high = float(values.min()), float(values.max())
+    at_limits = int(np.count_nonzero(values == low) + np.count_nonzero(values == high))
+    return range_problem(low, high, at_limits, values.size)
+
+
+def range_problem(low: float, high: float, at_limits: int, n: int) -> str | None:
+    """`lead_problem` from a lead's min, max, samples at either and sample count."""
     if high - low < FLAT_PTP_MV:
         return f"flat: peak-to-peak {(high - low) * 1000:.3g} uV < {FLAT_PTP_MV * 1000:g} uV"
-    at_limits = int(np.count_nonzero(values == low) + np.count_nonzero(values == high))
-    if at_limits > SATURATED_FRACTION * values.size:
-        return f"saturated: {at_limits / values.size:.0%} of samples at the lead's min {low:.4g} or max {high:.4g} mV"
+    if at_limits > SATURATED_FRACTION * n:
+        return f"saturated: {at_limits / n:.0%} of samples at the lead's min {low:.4g} or max {high:.4g} mV"
     return None
+
+
+class StreamStats:
+    """What `check_signal` and the gap policy need of a record read chunk by chunk: per lead the
+    valid samples' min and max, how many sit at each, and the runs of missing samples."""
+
+    def __init__(self, n_leads: int):
+        self.low = np.full(n_leads, np.inf)
+        self.high = np.full(n_leads, -np.inf)
+        self.at_low = np.zeros(n_leads, np.int64)
+        self.at_high = np.zeros(n_leads, np.int64)
+        self.valid = np.zeros(n_leads, np.int64)
+        self.missing: list[Runs] = [[] for _ in range(n_leads)]
+        self.n_samples = 0
+
+    def update(self, chunk: np.ndarray) -> None:
+        """Add the next chunk, float [leads, n]."""
+        for i, lead in enumerate(chunk):
+            ok = np.isfinite(lead)
+            values = lead
+            if not ok.all():
+                append_runs(self.missing[i], missing_runs(lead, self.n_samples))
+                values = lead[ok]
+            self.valid[i] += values.size
+            if not values.size:
+                continue
+            low, high = values.min(), values.max()
+            if low < self.low[i]:
+                self.low[i], self.at_low[i] = low, 0
+            if high > self.high[i]:
+                self.high[i], self.at_high[i] = high, 0
+            self.at_low[i] += np.count_nonzero(values == self.low[i])
+            self.at_high[i] += np.count_nonzero(values == self.high[i])
+        self.n_samples += chunk.shape[1]
+
+    def problem(self, lead: int) -> str | None:
+        if not self.valid[lead]:
+            return None  # all missing: the gap policy reports it
+        return range_problem(float(self.low[lead]), float(self.high[lead]),
+                             int(self.at_low[lead] + self.at_high[lead]), int(self.valid[lead]))
 
 
 def check_signal(rec: Recording) -> Recording:
@@ -76,8 +123,4 @@ def check_signal(rec: Recording) -> Recording:
     if not keep:
         reasons = "; ".join(f"{_lead_label(rec, d['index'])}: {d['reason']}" for d in dropped)
         raise RecordError(where, f"no usable lead left: {reasons}")
-    meta = {**rec.meta, "dropped_leads": list(rec.meta.get("dropped_leads", [])) + dropped}
-    raw = [rec.raw_leads[i] for i in keep] if len(rec.raw_leads) == signal.shape[0] else rec.raw_leads
-    return dataclasses.replace(
-        rec, signal=np.ascontiguousarray(signal[keep]), leads=[rec.leads[i] for i in keep], raw_leads=raw, meta=meta,
-    )
+    return keep_rows(rec, keep, dropped)

@@ -30,6 +30,7 @@ class Annotations:
     sample: np.ndarray  # int64 [n]
     symbol: list[str]
     aux: list[str]
+    fs: float | None = None  # the rate `sample` counts at, where it is not the recording's (WFDB time resolution)
 
     def __len__(self) -> int:
         return len(self.symbol)

@@ -9,8 +9,9 @@ and lets `iter_wfdb_chunks` read any span without touching the rest of the file:
 - challenge `.mat` signal files (MATLAB v4, `16x1+24` in the header): format 16 after a byte offset.
 
 Records outside that (multi-segment, several samples per frame, skew, formats 8/310/311/5xx) are
-read by `wfdb.rdrecord`; a signal with several samples per frame is averaged to the frame rate
-(wfdb's `smooth_frames`), so every lead shares the record's `fs`. Physical values follow WFDB
+read by `wfdb.rdrecord`. A record with several samples per frame is read at the rate most of its ECG
+channels have (frame rate x their samples per frame, e.g. 4 x 125 Hz); `meta["channel_fs"]` gives
+every channel's own rate, and a channel at another rate is dropped by the channel selection. Physical values follow WFDB
 exactly: (digital - baseline) / gain, the format's invalid-sample code becomes NaN, then the
 header's units are converted to millivolts.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from anyecg.io.arrays import resolve_fs, resolve_leads
+from anyecg.io.channels import channel_problem
 from anyecg.io.metadata import RecordInfo, header_meta, millivolt_factor
 from anyecg.io.recording import Annotations, RecordError, Recording
 
@@ -330,28 +332,90 @@ def read_span(header: WfdbHeader, start: int, stop: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class FrameLayout:
+    """Samples per frame of each signal, and the one kept as the record's rate (see `record_spf`)."""
+
+    per_signal: list[int]
+    record: int
+
+    def rates(self, frame_fs: float) -> list[float]:
+        return [frame_fs * spf for spf in self.per_signal]
+
+
+def record_spf(names: list[str], units: list[str], per_signal: list[int]) -> int:
+    """The samples per frame that the record is read at: the one most ECG channels share (ties: the
+    higher); channels at other rates are brought to it only to fill their rows, and reported."""
+    ecg = [spf for name, unit, spf in zip(names, units, per_signal) if channel_problem(name, unit) is None]
+    candidates = ecg or per_signal
+    return max(set(candidates), key=lambda spf: (candidates.count(spf), spf)) if candidates else 1
+
+
+def _to_record_rate(signals: list[np.ndarray], layout: FrameLayout, n_frames: int) -> np.ndarray:
+    """float64 [signals, n_frames * layout.record] from wfdb's per-signal arrays (n_frames * spf each).
+
+    Signals at the record's rate are taken as they are; any other is sampled at the nearest earlier
+    sample (those channels are dropped by the channel selection, never stored)."""
+    n_out = n_frames * layout.record
+    out = np.empty((len(signals), n_out), dtype=np.float64)
+    for row, (values, spf) in enumerate(zip(signals, layout.per_signal)):
+        if spf == layout.record:
+            out[row] = values[:n_out]
+        else:
+            out[row] = values[np.arange(n_out) * spf // layout.record]
+    return out
+
+
 def _read_with_wfdb(header: WfdbHeader, start: int | None = None,
-                    stop: int | None = None) -> tuple[np.ndarray, list[str], list[str]]:
-    """(float32 [signals, samples] mV, raw lead names, units) via wfdb.rdrecord."""
+                    stop: int | None = None) -> tuple[np.ndarray, list[str], list[str], FrameLayout]:
+    """(float32 [signals, samples] mV, raw lead names, units, frame layout) via wfdb.rdrecord.
+
+    `start`/`stop` count frames; the signal has `layout.record` samples per frame."""
     import wfdb
 
     try:
-        record = wfdb.rdrecord(str(header.path.with_suffix("")), sampfrom=start or 0, sampto=stop, physical=True)
+        record = wfdb.rdrecord(str(header.path.with_suffix("")), sampfrom=start or 0, sampto=stop, physical=True,
+                               smooth_frames=False)
+    except FileNotFoundError as err:
+        missing = Path(err.filename or "?").name
+        raise RecordError(header.path, f"missing signal file {missing} (named in the header)") from None
     except Exception as err:  # wfdb raises many types; report them all as a bad record
         raise RecordError(header.path, f"wfdb could not read the record: {type(err).__name__}: {err}") from None
+    names = list(record.sig_name or [])
     units = list(record.units or ["mV"] * record.n_sig)
-    scale = np.array([millivolt_factor(u) or 1.0 for u in units], dtype=np.float64)
-    signal = (np.asarray(record.p_signal, dtype=np.float64) * scale).T.astype(np.float32)  # [L, T]
-    return signal, list(record.sig_name or []), units
+    per_signal = [int(spf) for spf in (record.samps_per_frame or [1] * record.n_sig)]
+    # the header's own parse decides the rate where there is one, so header and samples always agree
+    layout = _header_layout(header) if header.signals else FrameLayout(per_signal, record_spf(names, units, per_signal))
+    n_frames = min((len(values) // spf for values, spf in zip(record.e_p_signal, per_signal)), default=0)
+    signal = _to_record_rate(record.e_p_signal, layout, n_frames)
+    signal *= np.array([millivolt_factor(u) or 1.0 for u in units], dtype=np.float64)[:, None]
+    return signal.astype(np.float32), names, units, layout
+
+
+def _header_layout(header: WfdbHeader, segments: list | None = None) -> FrameLayout:
+    """The frame layout from a header (or, for a multi-segment record, its first full segment)."""
+    if segments is not None:
+        full = [s for s in segments if s is not None and s.samps_per_frame]
+        names = list(full[0].sig_name) if full else []
+        units = list(full[0].units or ["mV"] * len(names)) if full else []
+        per_signal = [int(spf) for spf in full[0].samps_per_frame] if full else []
+    else:
+        names, units = header.raw_leads, [line.units for line in header.signals]
+        per_signal = [line.samples_per_frame for line in header.signals]
+    return FrameLayout(per_signal, record_spf(names, units, per_signal))
 
 
 # --- public entry points -------------------------------------------------------------------
 
 
-def _record_meta(header: WfdbHeader, units: list[str]) -> dict:
+def _record_meta(header: WfdbHeader, units: list[str], layout: FrameLayout | None = None) -> dict:
     unknown = sorted({u for u in units if millivolt_factor(u) is None})
     formats = "+".join(sorted({line.fmt for line in header.signals})) or "multi-segment"
     meta = {"format": f"wfdb/{formats}", "units": units, "header": str(header.path)}
+    if layout is not None and any(spf != 1 for spf in layout.per_signal):
+        meta["samples_per_frame"] = layout.per_signal
+        meta["frame_fs"] = header.fs
+        meta["channel_fs"] = layout.rates(header.fs)
     if unknown:
         meta["unscaled_units"] = unknown  # kept as stored; not known how to turn them into mV
     return meta
@@ -364,44 +428,60 @@ def read_wfdb_header(path: str | Path, *, fs: float | None = None, leads: list[s
 
         try:
             layout = wfdb.rdheader(str(header.path.with_suffix("")), rd_segments=True)
+        except FileNotFoundError as err:
+            raise RecordError(header.path, f"missing segment header {Path(err.filename or '?').name} "
+                                           "(named in the header)") from None
         except Exception as err:
             raise RecordError(header.path, f"wfdb could not read the multi-segment header: {err}") from None
         raw = list(layout.sig_name or [])
-        n_samples, units = int(layout.sig_len), ["mV"] * len(raw)
+        units_by_name: dict[str, str] = {}  # the layout or first segment that has a signal gives its units
+        for segment in layout.segments or []:
+            if segment is not None:
+                for name, unit in zip(segment.sig_name or [], segment.units or []):
+                    units_by_name.setdefault(name, unit or "mV")
+        units = [units_by_name.get(name, "mV") for name in raw]
+        frames = _header_layout(header, layout.segments)
+        n_samples = int(layout.sig_len) * frames.record
     else:
         raw, units = header.raw_leads, [line.units for line in header.signals]
+        frames = _header_layout(header)
         if header.fast:
             n_samples = check_signal_files(header)  # also catches a short or missing signal file
         elif header.n_samples is not None:
-            n_samples = header.n_samples
+            n_samples = header.n_samples * frames.record
         else:
             n_samples = _read_with_wfdb(header)[0].shape[1]
-    rate = resolve_fs(header.path, header.fs, fs)
+    rate = resolve_fs(header.path, header.fs, fs) * frames.record
     raw, canonical = resolve_leads(header.path, raw, leads, len(raw))
     info = header_meta(header.comments, header.record_name, header.path.parent)
     return RecordInfo(
         record_id=header.record_name, fs=rate, n_samples=n_samples, raw_leads=raw, leads=canonical,
         age=info.age, sex=info.sex, labels=info.labels, patient_id=info.patient_id,
-        meta={**_record_meta(header, units), **info.meta}, source=str(header.path),
+        meta={**_record_meta(header, units, frames), **info.meta}, source=str(header.path),
     )
 
 
 def read_wfdb(path: str | Path, *, fs: float | None = None, leads: list[str] | None = None) -> Recording:
-    """A whole WFDB record in mV, with its `.atr` annotations when the file exists."""
+    """A whole WFDB record in mV, with its `.atr` annotations when the file exists.
+
+    A record with several samples per frame is read at the rate of its ECG channels (see `record_spf`)."""
     header = parse_header(path)
     rate = resolve_fs(header.path, header.fs, fs)
+    layout = None
     if header.fast:
         n_samples = check_signal_files(header)
         signal = read_span(header, 0, n_samples)
         raw, units = header.raw_leads, [line.units for line in header.signals]
     else:
-        signal, raw, units = _read_with_wfdb(header)
+        signal, raw, units, layout = _read_with_wfdb(header)
+        rate *= layout.record
     raw, canonical = resolve_leads(header.path, raw, leads, signal.shape[0])
     info = header_meta(header.comments, header.record_name, header.path.parent)
+    annotations = read_wfdb_annotations(header.path, fs=rate)
     return Recording(
         signal=signal, fs=rate, leads=canonical, record_id=header.record_name, patient_id=info.patient_id,
         age=info.age, sex=info.sex, labels=info.labels, source=str(header.path), raw_leads=raw,
-        annotations=read_wfdb_annotations(header.path), meta={**_record_meta(header, units), **info.meta},
+        annotations=annotations, meta={**_record_meta(header, units, layout), **info.meta},
     )
 
 
@@ -416,9 +496,11 @@ def iter_wfdb_chunks(path: str | Path, chunk_samples: int, *, fs: float | None =
         for start in range(0, n_samples, chunk_samples):
             yield start, read_span(header, start, min(start + chunk_samples, n_samples))
         return
-    n_samples = read_wfdb_header(header.path, fs=fs, leads=leads).n_samples
-    for start in range(0, n_samples, chunk_samples):
-        yield start, _read_with_wfdb(header, start, min(start + chunk_samples, n_samples))[0]
+    info = read_wfdb_header(header.path, fs=fs, leads=leads)
+    spf = round(info.fs / header.fs)  # samples per frame at the record's rate
+    n_frames, chunk_frames = info.n_samples // spf, max(1, chunk_samples // spf)
+    for start in range(0, n_frames, chunk_frames):
+        yield start * spf, _read_with_wfdb(header, start, min(start + chunk_frames, n_frames))[0]
 
 
 # Standard WFDB annotation codes (ecgcodes.h) -> symbols; 0 is "not an annotation".
@@ -431,14 +513,22 @@ ANNOTATION_SYMBOLS: dict[int, str] = {
 _SKIP, _AUX, _NOTE = 59, 63, 22  # SKIP and AUX words; NOTE annotations
 
 
+_TIME_RESOLUTION = re.compile(r"^##\s*time resolution:\s*([0-9.eE+-]+)")
+_CUSTOM_CODE = re.compile(r"^(\d+)\s+(\S+)")
+
+
 def parse_mit_annotations(data: bytes) -> Annotations | None:
-    """Decode a MIT-format annotation file; None when it needs wfdb (custom codes, definitions).
+    """Decode a MIT-format annotation file; None when it needs wfdb (undefined codes, other notes at 0).
 
     The file is a stream of 16-bit little-endian words: 6-bit code, 10-bit sample increment. Code 59
     (SKIP) carries a 32-bit increment in the next two words; 60-63 (NUM, SUB, CHN, AUX) modify the
-    annotation before them, AUX holding a byte string; a zero word ends the file.
+    annotation before them, AUX holding a byte string; a zero word ends the file. NOTE annotations at
+    sample 0 may define the file's time resolution (`## time resolution: 500`) or custom codes
+    (`42 CAL Calibration`); both are applied, not listed.
     """
     words = np.frombuffer(data[: len(data) // 2 * 2], dtype="<u2").tolist()
+    symbols = dict(ANNOTATION_SYMBOLS)
+    fs = None
     samples: list[int] = []
     codes: list[int] = []
     notes: list[str] = []
@@ -463,17 +553,39 @@ def parse_mit_annotations(data: bytes) -> Annotations | None:
                 i += 1
         if code == 0:
             continue  # not an annotation
-        if code not in ANNOTATION_SYMBOLS or (code == _NOTE and time == 0):
-            return None  # custom label codes or '## ...' definitions at sample 0
+        if code == _NOTE and time == 0:
+            if resolution := _TIME_RESOLUTION.match(note):
+                fs = float(resolution.group(1))
+                continue
+            if custom := _CUSTOM_CODE.match(note):
+                symbols[int(custom.group(1))] = custom.group(2)
+                continue
+            return None  # other notes at sample 0 (program names): wfdb decides which to keep
+        if code not in symbols:
+            return None  # a code this file does not define
         samples.append(time)
         codes.append(code)
         notes.append(note)
     return Annotations(sample=np.asarray(samples, dtype=np.int64),
-                       symbol=[ANNOTATION_SYMBOLS[code] for code in codes], aux=notes)
+                       symbol=[symbols[code] for code in codes], aux=notes, fs=fs)
 
 
-def read_wfdb_annotations(path: str | Path, extension: str = "atr") -> Annotations | None:
-    """Annotations of a record (`<record>.<extension>`), or None when there is no such file."""
+def read_wfdb_annotations(path: str | Path, extension: str = "atr", fs: float | None = None) -> Annotations | None:
+    """Annotations of a record (`<record>.<extension>`), or None when there is no such file.
+
+    With `fs`, sample indices are converted to that rate from the file's own time resolution (else
+    the header's frame rate, WFDB's default)."""
+    annotations = _read_annotation_file(path, extension)
+    if annotations is None or fs is None:
+        return annotations
+    source_fs = annotations.fs or parse_header(path).fs
+    if source_fs != fs:
+        annotations.sample = np.round(annotations.sample * (fs / source_fs)).astype(np.int64)
+    annotations.fs = fs
+    return annotations
+
+
+def _read_annotation_file(path: str | Path, extension: str) -> Annotations | None:
     base = header_path(path).with_suffix("")
     file = base.with_name(f"{base.name}.{extension}")
     if not file.exists():
@@ -492,6 +604,8 @@ def read_wfdb_annotations(path: str | Path, extension: str = "atr") -> Annotatio
         raise RecordError(file, f"unreadable annotation file: {type(err).__name__}: {err}") from None
     return Annotations(
         sample=np.asarray(annotation.sample, dtype=np.int64),
-        symbol=[str(symbol) for symbol in annotation.symbol],
+        # wfdb gives NaN for a code the file does not define
+        symbol=[symbol if isinstance(symbol, str) else "unknown" for symbol in annotation.symbol],
         aux=[(note or "").rstrip("\x00") for note in (annotation.aux_note or [""] * len(annotation.symbol))],
+        fs=float(annotation.fs) if annotation.fs else None,
     )
