@@ -1,6 +1,7 @@
 """wfdb-python's own sample-data (the field's reference corpus of WFDB layouts): every record that
-`wfdb.rdrecord` reads reads equal here (a multi-frequency one at its ECG channels' own rate); every record it cannot read (signal files left out of the copy,
-multi-segment layout headers) gives a RecordError naming the file, never another exception."""
+`wfdb.rdrecord` reads reads equal here (a multi-frequency one at its ECG channels' own rate); every
+record it cannot read (signal files left out of the copy, multi-segment layout headers) gives a
+RecordError naming the file, never another exception."""
 
 from __future__ import annotations
 
