@@ -1,15 +1,20 @@
-"""Train the `anyecg-small` checkpoint shipped inside the package, and write its model card.
+"""Train the `anyecg-small` checkpoint shipped inside the package, and measure it.
 
-    OMP_NUM_THREADS=1 python scripts/train_default_model.py --data ../shared/data --out runs/default
+    OMP_NUM_THREADS=1 python scripts/train_default_model.py --data ../shared/data --out runs/default [--install]
 
-Steps: prepare every recording of the PhysioNet folder into one store (CODE-15 and CPSC 2019 get
-their rate and lead names from a generated labels CSV), train the tokenizer (stage 1) and the
-masked-code backbone (stage 2) on the store's patient-level train split, then measure on the
-held-out val + test records: codebook usage and perplexity, patch reconstruction error,
-masked-code accuracy against the most-frequent-code baseline, and a plot of original vs
-reconstructed patches. With `--compare-dead-codes` a second tokenizer is trained with k-means
-seeding and code restarts switched off, and the code usage of both is reported.
-`--install` copies the final checkpoint and the card into `src/anyecg/weights/anyecg-small/`.
+Steps:
+1. Link the pretraining corpus: every recording of the PhysioNet folder whose patient is in no
+   downstream test split (`anyecg.data.physionet.pretraining_corpus`: PTB-XL folds 1-8, MIT-BIH DS1,
+   CinC 2021, CODE-15%, CPSC 2019, PTB) and prepare it into one store.
+2. Train the tokenizer (stage 1) and the masked-code backbone (stage 2) on all of its records with
+   the preset's training aids, 10 s windows.
+3. Measure on PTB-XL, which the model saw only through folds 1-8 and never with labels: the health
+   figures of `anyecg.evaluation.tokenizer_health` on folds 9-10 (baselines fitted on folds 1-8) and
+   linear probes of the frozen embedding on the five diagnostic superclasses at 1%, 10% and 100% of
+   the fold 1-8 labels (C chosen on fold 9, test on fold 10), against a random-init control.
+
+`--install` copies the final checkpoint and `training_summary.json` into
+`src/anyecg/weights/anyecg-small/`. A killed run resumes from its checkpoints when rerun.
 """
 
 from __future__ import annotations
@@ -20,27 +25,46 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from anyecg.data.physionet import corpus_labels_csv
+from anyecg.data.physionet import pretraining_corpus
 from anyecg.data.prepare import PrepareConfig, prepare
-from anyecg.data.store import Store
-from anyecg.evaluation.tokenizer_report import held_out_metrics
+from anyecg.data.store import Store, split_list
+from anyecg.evaluation.probe import linear_probe, store_embeddings
+from anyecg.evaluation.tokenizer_health import tokenizer_health
+from anyecg.models.backbone import Backbone
+from anyecg.models.tokenizer import Tokenizer
 from anyecg.pretrained import AnyECG
 from anyecg.training.loop import TrainConfig
 from anyecg.training.pretrain import pretrain_backbone, pretrain_tokenizer
 
 PRESET = "anyecg-small"
+LABEL_FRACTIONS = (0.01, 0.1, 1.0)
+PROBE_SEEDS = 5
+
+
+def probe_table(model: AnyECG, store: Store) -> dict[str, dict[str, float]]:
+    """Test macro AUROC (mean, std over seeds) of linear probes at each label fraction."""
+    manifest = store.manifest
+    classes = sorted({label for value in manifest["labels"] for label in split_list(value)})
+    targets = np.array([[c in split_list(v) for c in classes] for v in manifest["labels"]], dtype=int)
+    features = store_embeddings(model, store)
+    table = {}
+    for fraction in LABEL_FRACTIONS:
+        scores = [linear_probe(features, targets, manifest["split"].to_numpy(), manifest["patient_id"].astype(str).to_numpy(),
+                               label_fraction=fraction, seed=seed)["test_macro_auroc"] for seed in range(PROBE_SEEDS)]
+        table[f"{fraction:.0%}"] = {"mean": round(float(np.mean(scores)), 4), "std": round(float(np.std(scores)), 4)}
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--tokenizer-steps", type=int, default=1200)
-    parser.add_argument("--backbone-steps", type=int, default=1200)
+    parser.add_argument("--tokenizer-steps", type=int, default=800)
+    parser.add_argument("--backbone-steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--compare-dead-codes", action="store_true")
     parser.add_argument("--install", action="store_true")
     args = parser.parse_args()
     out = args.out
@@ -48,57 +72,56 @@ def main() -> None:
     timings = {}
 
     start = time.perf_counter()
-    result = prepare(PrepareConfig(sources=[args.data], out=out / "store", labels_csv=corpus_labels_csv(args.data, out / "labels.csv"),
-                                   workers=2, progress=False))
+    labels = pretraining_corpus(args.data, out / "corpus")
+    result = prepare(PrepareConfig(sources=[out / "corpus"], out=out / "store", labels_csv=labels, workers=2, progress=False))
+    ptbxl = prepare(PrepareConfig(sources=[args.data / "ptbxl" / "records250"], out=out / "ptbxl-store",
+                                  labels_csv=args.data / "ptbxl" / "labels.csv", workers=2, progress=False))
     timings["prepare_s"] = time.perf_counter() - start
-    store = Store(result.store)
+    store, ptbxl_store = Store(result.store), Store(ptbxl.store)
 
     def config(steps: int, lr: float) -> TrainConfig:
         return TrainConfig(max_steps=steps, batch_size=args.batch_size, lr=lr, warmup_steps=steps // 20,
                            save_every=100, log_every=10, seed=0)
 
     start = time.perf_counter()
-    pretrain_tokenizer(store.root, PRESET, out / "tokenizer", config(args.tokenizer_steps, 1e-4), window_s=10)
+    pretrain_tokenizer(store.root, PRESET, out / "tokenizer", config(args.tokenizer_steps, 1e-3), split=None, window_s=10)
     timings["tokenizer_s"] = time.perf_counter() - start
-    if args.compare_dead_codes:
-        start = time.perf_counter()
-        pretrain_tokenizer(store.root, PRESET, out / "tokenizer-no-remedy", config(args.tokenizer_steps, 1e-4), window_s=10,
-                           kmeans_init=False, restart_after=0)
-        timings["tokenizer_no_remedy_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    pretrain_backbone(store.root, out / "tokenizer", PRESET, out / "backbone", config(args.backbone_steps, 5e-4), window_s=10)
+    pretrain_backbone(store.root, out / "tokenizer", PRESET, out / "backbone", config(args.backbone_steps, 5e-4),
+                      split=None, window_s=10)
     timings["backbone_s"] = time.perf_counter() - start
 
     model = AnyECG.from_pretrained(out / "backbone")
-    metrics = held_out_metrics(model, store, out / "patches.png")
-    if args.compare_dead_codes:
-        plain = AnyECG.from_pretrained(out / "tokenizer-no-remedy")
-        model_plain = AnyECG(plain.tokenizer, model.backbone, model.recipe, PRESET)
-        no_remedy = held_out_metrics(model_plain, store, out / "patches-no-remedy.png")
-        metrics["without_dead_code_remedy"] = {k: no_remedy[k] for k in ("code_usage", "code_perplexity", "patch_mse")}
+    torch.manual_seed(0)
+    control = AnyECG(Tokenizer(model.tokenizer.config), Backbone(model.backbone.config), model.recipe, PRESET)
+    manifest = store.manifest
     summary = {
         "preset": PRESET,
         "records": len(store),
-        "train_records": int((store.manifest["split"] == "train").sum()),
-        "train_hours": round(float(store.manifest.loc[store.manifest["split"] == "train", "duration_s"].sum()) / 3600, 2),
+        "hours": round(float(manifest["duration_s"].sum()) / 3600, 2),
+        "records_by_source": manifest["source"].map(lambda s: Path(s).parent.name).value_counts().to_dict(),
         "skipped": result.skipped,
         "tokenizer_steps": args.tokenizer_steps,
         "backbone_steps": args.backbone_steps,
         "batch_size": args.batch_size,
         "window_s": 10,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "held_out": metrics,
+        "ptbxl_health": tokenizer_health(model, ptbxl_store),
+        "ptbxl_probe_macro_auroc": {"pretrained": probe_table(model, ptbxl_store),
+                                    "random_init": probe_table(control, ptbxl_store)},
         "torch_threads": torch.get_num_threads(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     if args.install:
         target = Path(__file__).resolve().parents[1] / "src" / "anyecg" / "weights" / PRESET
+        card = (target / "MODEL_CARD.md").read_text() if (target / "MODEL_CARD.md").is_file() else None
         if target.exists():
             shutil.rmtree(target)
         model.save_pretrained(target)
         shutil.copy(out / "summary.json", target / "training_summary.json")
-        shutil.copy(out / "patches.png", target.parent / f"{PRESET}-patches.png")
+        if card is not None:
+            (target / "MODEL_CARD.md").write_text(card)  # the card is written by hand from the summary
 
 
 if __name__ == "__main__":

@@ -61,11 +61,13 @@ def default_checkpoint() -> Path:
 
 
 class AnyECG:
-    def __init__(self, tokenizer: Tokenizer, backbone: Backbone | None, recipe: Recipe, preset: str | None = None):
+    def __init__(self, tokenizer: Tokenizer, backbone: Backbone | None, recipe: Recipe, preset: str | None = None,
+                 window_s: int | None = None):
         self.tokenizer = tokenizer.eval()
         self.backbone = backbone.eval() if backbone is not None else None
         self.recipe = recipe
         self.preset = preset
+        self.window_s = window_s  # longest pretraining window; None: as long as the token budget allows
 
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None) -> "AnyECG":
@@ -84,26 +86,29 @@ class AnyECG:
         tokenizer = Tokenizer(TokenizerConfig(**config["tokenizer"]))
         if config["stage"] == "tokenizer":
             load_state_dict_strict(tokenizer, directory)
-            return cls(tokenizer, None, recipe, config.get("preset"))
+            return cls(tokenizer, None, recipe, config.get("preset"), config.get("window_s"))
         backbone = Backbone(BackboneConfig(**config["backbone"]))
         load_state_dict_strict(MaskedCodeModel(tokenizer, backbone), directory)
-        return cls(tokenizer, backbone, recipe, config.get("preset"))
+        return cls(tokenizer, backbone, recipe, config.get("preset"), config.get("window_s"))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         if self.backbone is None:
-            state, config = self.tokenizer.state_dict(), model_config("tokenizer", self.preset, self.tokenizer.config, None)
+            state = self.tokenizer.state_dict()
+            config = model_config("tokenizer", self.preset, self.tokenizer.config, None, self.window_s)
         else:
             holder = MaskedCodeModel(self.tokenizer, self.backbone)
             state = holder.state_dict()
-            config = model_config("pretrain", self.preset, self.tokenizer.config, self.backbone.config)
+            config = model_config("pretrain", self.preset, self.tokenizer.config, self.backbone.config, self.window_s)
         return save_checkpoint(directory, state, config, self.recipe.to_json())
 
     # ------------------------------------------------------------------ input
 
     def windows(self, signal: np.ndarray, fs: float, leads: list[str]) -> list[dict[str, torch.Tensor]]:
         """Preprocess a raw recording (mV, [leads, samples]) into model batches of one window each,
-        as long as the token budget allows for its lead count."""
+        as long as the token budget allows for its lead count and no longer than the pretraining windows."""
         seconds = max_seconds_for_budget(len(leads), self.tokenizer.config.max_tokens)
+        if self.window_s is not None:
+            seconds = min(seconds, self.window_s)
         return token_windows(signal, fs, leads, self.recipe, seconds)
 
     # ------------------------------------------------------------------ outputs

@@ -48,3 +48,24 @@ def test_mixed_store_and_ecgfm_pretraining_leave_out_unnamed_leads(shared_data, 
     assert np.isfinite(metrics["loss"])
     saved = json.loads((tmp_path / "fm" / "final" / "config.json").read_text())
     assert sorted(saved["records_without_usable_leads"]) == sorted(left_out)
+
+
+def test_pretraining_corpus_leaves_out_every_downstream_test_patient(shared_data, tmp_path):
+    from anyecg.data.physionet import pretraining_corpus
+    from anyecg.tasks.beats import DS1, DS2, PACED
+
+    labels = pd.read_csv(pretraining_corpus(shared_data, tmp_path / "corpus"), dtype=str, keep_default_na=False)
+    assert labels.shape[0] == len(set(labels["record"]))
+    linked = {path.relative_to(tmp_path / "corpus").as_posix() for path in (tmp_path / "corpus").rglob("*")
+              if path.is_file()}
+    assert not (tmp_path / "corpus" / "cpsc2021").exists()
+    mitdb = {name.split("/")[1].split(".")[0] for name in linked if name.startswith("mitdb/")}
+    assert mitdb == set(DS1) and not mitdb & (set(DS2) | set(PACED))
+    ptbxl = pd.read_csv(shared_data / "ptbxl" / "labels.csv", dtype={"record": str})
+    folds = dict(zip(ptbxl["record"], ptbxl["strat_fold"]))
+    kept = {name.split("/")[1][:-4] for name in linked if name.startswith("ptbxl/")}
+    assert kept == {record for record, fold in folds.items() if fold <= 8}
+    # every linked PTB-XL record has its rate, leads and patient in the CSV
+    rows = labels[labels["record"].str.startswith("ptbxl/")]
+    assert set(rows["record"].str[6:]) == kept and (rows["fs"] == "250").all() and rows["patient"].str.len().gt(6).all()
+    assert {"cinc2021", "code15", "cpsc2019", "ptbdb"} <= {name.split("/")[0] for name in linked}

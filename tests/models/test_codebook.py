@@ -175,3 +175,55 @@ def test_quantises_in_float32_under_autocast():
     assert out.quantized.dtype == torch.float32
     assert torch.equal(out.indices, reference.indices)
     torch.testing.assert_close(out.codebook_loss, reference.codebook_loss)
+
+
+def test_ema_codes_move_to_the_mean_direction_of_their_tokens():
+    torch.manual_seed(0)
+    codebook = RhythmCodebook(num_codes=4, code_dim=3, kmeans_init=False, ema_decay=0.5).train()
+    assert not codebook.codes.requires_grad  # the optimiser never sees EMA codes
+    before = F.normalize(codebook.codes.detach().clone(), dim=-1)
+    h = torch.randn(20, 3, requires_grad=True)
+    out = codebook(h, torch.ones(20, dtype=torch.bool))
+    # by hand: ema = 0.5 * old code + 0.5 * sum of the unit tokens assigned to it, renormalised
+    unit = F.normalize(h.detach(), dim=-1)
+    for k in range(4):
+        assigned = unit[out.indices == k]
+        expected = F.normalize(0.5 * before[k] + 0.5 * assigned.sum(0), dim=0)
+        torch.testing.assert_close(codebook.codes.detach()[k], expected)
+    (out.codebook_loss + out.commitment_loss).backward()
+    assert codebook.codes.grad is None and h.grad is not None  # only the encoder side is trained
+
+
+def test_kmeans_pool_waits_for_enough_tokens_and_resets_unused_counts():
+    torch.manual_seed(0)
+    codebook = RhythmCodebook(num_codes=8, code_dim=4, kmeans_init=True, kmeans_pool=50, restart_after=1).train()
+    random_codes = codebook.codes.detach().clone()
+    valid = torch.ones(20, dtype=torch.bool)
+    codebook(torch.randn(20, 4), valid)
+    codebook(torch.randn(20, 4), valid)
+    assert not bool(codebook.initialized) and torch.equal(codebook.codes.detach(), random_codes)
+    out = codebook(torch.randn(20, 4), valid)  # 40 in the pool + 20 now >= 50: seeded from all 60
+    assert bool(codebook.initialized) and out.restarted == 0
+    assert not torch.equal(codebook.codes.detach(), random_codes)
+    pool = codebook.history[:60]
+    # every seeded code is the normalised mean of some pool tokens: it lies in their span, on the sphere
+    assert torch.allclose(codebook.codes.detach().norm(dim=-1), torch.ones(8), atol=1e-5)
+    assert (codebook.lookup(pool) >= 0).all()
+
+
+def test_commitment_weight_ramps_up():
+    codebook = RhythmCodebook(num_codes=4, code_dim=3, kmeans_init=False, beta=0.4, beta_warmup_steps=4).train()
+    h, valid = torch.randn(6, 3), torch.ones(6, dtype=torch.bool)
+    distance = ((F.normalize(h, dim=-1) - F.normalize(codebook.codes.detach(), dim=-1)[codebook.lookup(h)]) ** 2).sum(-1).mean()
+    first = codebook(h, valid)
+    assert float(first.commitment_loss) == 0.0
+    codebook(h, valid)
+    third = codebook(h, valid)  # step 2 of 4: half of beta
+    torch.testing.assert_close(third.commitment_loss, 0.2 * distance)
+
+
+def test_checkpoint_keys_without_the_training_aids_are_unchanged():
+    plain = RhythmCodebook(num_codes=4, code_dim=3)
+    assert set(plain.state_dict()) == {"codes", "initialized", "unused_steps"}
+    aided = RhythmCodebook(num_codes=4, code_dim=3, ema_decay=0.9, beta_warmup_steps=10)
+    assert set(aided.state_dict()) == {"codes", "initialized", "unused_steps", "ema_sum", "train_steps"}

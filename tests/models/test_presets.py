@@ -28,6 +28,7 @@ def closed_form_backbone_parameters(name: str) -> int:
     conv_length = (c.patch_size + 2 * 7 - 15) // 8 + 1  # kernel 15, stride 8, padding 7
     temporal = (15 * ch + ch) + 2 * ch + 2 * ((3 * ch * ch + ch) + 2 * ch) + (ch * conv_length * d + d)
     embeddings = c.max_tokens * d + 16 * d + d  # tau, sigma, mask token
+    embeddings += (2 * d + d) if c.amplitude_inputs else 0  # patch log-RMS and mean -> d
     attention = 3 * d * d + 4 * head_dim + d * d + d  # qkv (no bias), QK LayerNorms, output projection
     mlp = d * hidden + hidden + hidden * d + d
     block = 2 * d + attention + 2 * d + mlp
@@ -100,7 +101,7 @@ def test_two_stage_forward_backward(name, n_leads):
     stage1 = tokenizer(batch)
     assert torch.isfinite(stage1.loss)
     stage1.loss.backward()
-    assert all(p.grad is not None for p in tokenizer.parameters())
+    assert all(p.grad is not None for p in tokenizer.parameters() if p.requires_grad)  # EMA codes have none
 
     codes = tokenizer.eval().encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])
     backbone = build_backbone(name)

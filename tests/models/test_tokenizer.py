@@ -174,3 +174,39 @@ def test_overfits_a_fixed_batch_of_real_patches(shared_data):
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.6 * losses[0]
     assert morphology[-1] < morphology[0]
+
+
+AIDS = dict(ema_decay=0.9, kmeans_pool=16, restart_after=2, beta_warmup_steps=3, amplitude_inputs=True,
+            frequency_magnitude=True, frequency_drop_finest=2)
+
+
+@pytest.mark.parametrize("n_leads", [1, 12])
+def test_forward_backward_with_every_training_aid(n_leads):
+    model = tiny_tokenizer(**AIDS).train()
+    assert model.n_freq == frequency_size(300, "db6", 4, drop_finest=2) == 29 + 29 + 47
+    for step in range(4):
+        batch = synthetic_batch(n_leads, seed=step)
+        out = model(batch)
+        assert torch.isfinite(out.loss)
+        model.zero_grad()
+        out.loss.backward()
+    assert bool(model.codebook.initialized)
+    for name, param in model.named_parameters():
+        if name == "codebook.codes":
+            assert not param.requires_grad  # EMA codes
+        else:
+            assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    assert model.patch_embed.amplitude.weight.grad.abs().sum() > 0
+
+
+def test_amplitude_inputs_tell_x_from_2x():
+    batch = synthetic_batch(2)
+    doubled = {**batch, "patches": 2 * batch["patches"]}
+    change = {}
+    for aware in (False, True):
+        model = tiny_tokenizer(amplitude_inputs=aware).eval()
+        h1 = model.encode_continuous(batch["patches"], batch["lead_ids"], batch["pad_mask"])
+        h2 = model.encode_continuous(doubled["patches"], doubled["lead_ids"], doubled["pad_mask"])
+        change[aware] = float((h1 - h2).norm() / h1.norm())
+    # per-patch GroupNorm leaves only its epsilon's trace of the scale; the amplitude inputs see it
+    assert change[False] < 0.02 and change[True] > 5 * change[False], change

@@ -107,3 +107,18 @@ def test_median_kernel_equals_numpy_median_with_ties(n):
         if trial % 2:
             values = np.round(values, 1)  # many ties
         assert _median_inplace(values.copy()) == np.median(values)
+
+
+def test_dwt_magnitude_targets_without_the_finest_bands(mitdb_300hz):
+    patches = mitdb_300hz[:, :3000].reshape(2, 10, 300)  # [L, P, S]
+    targets = dwt_targets(patches, "db6", level=4, magnitude=True, drop_finest=2)
+    assert len(targets) == 3  # cA4, cD4, cD3
+    for lead in range(2):
+        for p in range(10):
+            coeffs = pywt.wavedec(patches[lead, p], "db6", level=4)[:3]
+            for got, c in zip(targets, coeffs):
+                magnitude = np.abs(c)
+                np.testing.assert_allclose(got[lead, p], (magnitude - magnitude.mean()) / magnitude.std(),
+                                           rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="drop_finest"):
+        dwt_targets(patches, "db6", level=4, drop_finest=5)

@@ -147,3 +147,19 @@ def test_data_smaller_than_one_batch_is_an_error_not_a_hang(tmp_path):
     metrics = train(Tiny(), data, collate, TrainConfig(max_steps=2, batch_size=5, warmup_steps=1, save_every=2), tmp_path / "ok",
                     model_config={})
     assert np.isfinite(metrics["loss"])
+
+
+def test_parameter_groups_exempt_embeddings_and_codes_from_weight_decay():
+    from anyecg.models.tokenizer import Tokenizer, TokenizerConfig
+    from anyecg.training.loop import parameter_groups
+
+    model = Tokenizer(TokenizerConfig(dim=16, depth=1, decoder_depth=1, code_dim=4, num_codes=8))
+    decay, no_decay = parameter_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    exempt = {names[id(p)] for p in no_decay["params"]}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert {"codebook.codes", "patch_embed.time_embed", "patch_embed.lead_embed.weight", "decoder_time"} <= exempt
+    assert "encoder.0.attn.qkv.weight" in decayed or any(n.startswith("encoder.0.attn") for n in decayed)
+    assert all(p.ndim >= 2 for p in decay["params"]) and not decayed & exempt
+    assert decayed | exempt == set(names.values())

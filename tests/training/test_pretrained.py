@@ -38,6 +38,23 @@ def test_embed_and_tokenize_any_rate_leads_and_length(checkpoints, shared_data):
     assert model.tokenize(mit.signal, mit.fs, mit.raw_leads).shape == (2, 1806)
 
 
+def test_windows_no_longer_than_pretraining(checkpoints, shared_data, tmp_path):
+    import json
+
+    model = AnyECG.from_pretrained(checkpoints / "bb")
+    assert model.window_s is None  # pretrained without a window limit: the token budget decides
+    one_lead = read_record(shared_data / "mitdb" / "100.hea").signal[:1, : 360 * 25]  # 25 s
+    model.window_s = 10
+    model.save_pretrained(tmp_path / "ten")
+    assert json.loads((tmp_path / "ten" / "config.json").read_text())["window_s"] == 10
+    limited = AnyECG.from_pretrained(tmp_path / "ten")
+    assert limited.window_s == 10 and [b["patches"].shape[2] for b in limited.windows(one_lead, 360, ["MLII"])] == [10, 10, 5]
+    # the embedding is the mean over the 10 s windows' tokens, each window encoded on its own
+    windows = limited.windows(one_lead, 360, ["MLII"])
+    tokens = torch.cat([limited.backbone.forward_features(w["patches"], w["lead_ids"], w["pad_mask"])[0] for w in windows])
+    np.testing.assert_allclose(limited.embed(one_lead, 360, ["MLII"]), tokens.mean(0).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_save_pretrained_round_trip(checkpoints, shared_data, tmp_path):
     model = AnyECG.from_pretrained(checkpoints / "bb")
     model.save_pretrained(tmp_path / "copy")

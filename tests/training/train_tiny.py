@@ -4,7 +4,8 @@
 
 Only the 12-lead 10 s records are used, so every rank's batch has the same number of tokens and a
 DDP run's averaged gradient equals one process's gradient over the same global batch. Codebook
-seeding and restarts are off: they act on each rank's local batch.
+seeding, restarts and EMA codes are off: they rewrite the codes outside the optimiser, which an FSDP
+shard does not see.
 """
 
 import argparse
@@ -32,7 +33,7 @@ args = parser.parse_args()
 torch.manual_seed(0)
 store = Store(args.store)
 windows = StoreWindows(store, random_crop=True, seed=0, rows=np.flatnonzero(store.manifest["n_leads"].to_numpy() == 12))
-config = tokenizer_config("anyecg-tiny", kmeans_init=False, restart_after=0)
+config = tokenizer_config("anyecg-tiny", kmeans_init=False, restart_after=0, ema_decay=0.0)
 model = Tokenizer(config)
 train_config = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=1e-3, warmup_steps=2,
                            save_every=2, log_every=1, seed=0, fsdp=args.fsdp)

@@ -48,6 +48,7 @@ class BackboneConfig:
     symmetric_mask: bool = False
     dropout: float = 0.0
     attn_impl: str = "auto"  # CMA implementation: "auto", "structured" or "dense" (same result)
+    amplitude_inputs: bool = False  # patch log-RMS and mean enter the patch embedding
     patch_size: int = PATCH_SIZE
     max_tokens: int = MAX_TOKENS
 
@@ -85,7 +86,8 @@ class Backbone(nn.Module):
         super().__init__()
         c = config
         self.config = config
-        self.patch_embed = PatchEmbedding(c.patch_size, c.dim, c.conv_channels, max_patches=c.max_tokens)
+        self.patch_embed = PatchEmbedding(c.patch_size, c.dim, c.conv_channels, max_patches=c.max_tokens,
+                                          amplitude_inputs=c.amplitude_inputs)
         self.mask_token = nn.Parameter(torch.zeros(c.dim))  # h_M
         self.blocks = nn.ModuleList(
             [Block(c.dim, c.n_heads, c.mlp_ratio, c.tolerance, c.dropout, c.attn_impl) for _ in range(c.depth)]
@@ -96,6 +98,10 @@ class Backbone(nn.Module):
         self.apply(init_weights)
         nn.init.trunc_normal_(self.patch_embed.time_embed, std=0.02)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW must not shrink: the position and lead embeddings (BEiT)."""
+        return {"patch_embed.time_embed", "patch_embed.lead_embed.weight"}
 
     def forward_features(
         self, patches: Tensor, lead_ids: Tensor, pad_mask: Tensor, token_mask: Tensor | None = None

@@ -13,9 +13,19 @@ Codebook health (the loss term the paper's ablation found most important) is rep
 (fraction of the K codes used by the batch's real tokens) and perplexity (exp of the entropy of
 the code histogram; K when all codes are used equally). Two switchable dead-code remedies:
 
-- `kmeans_init`: the first training batch seeds the codes by spherical k-means on its tokens.
+- `kmeans_init`: the first training tokens seed the codes by spherical k-means: the first batch,
+  or with `kmeans_pool` a pool of that many tokens gathered over the first steps (one batch of a
+  few hundred tokens for 1,024 codes gives jittered duplicates).
 - `restart_after`: a code unused for that many training steps is re-seeded from a random recent
   encoder output (0 disables).
+
+Two switchable training aids:
+
+- `ema_decay` > 0: each code follows an exponential moving average of the (unit) tokens assigned to
+  it, renormalised, instead of the optimiser (VQ-VAE-2 / BEiT v2 style); the codebook loss then
+  trains nothing and weight decay cannot shrink the codes.
+- `beta_warmup_steps`: the commitment weight ramps linearly from 0 to beta, so the commitment loss
+  cannot pull the encoder outputs together before the codes have spread.
 """
 
 from __future__ import annotations
@@ -99,21 +109,35 @@ class RhythmCodebook(nn.Module):
         kmeans_iters: int = 10,
         restart_after: int = 0,
         history: int = 4096,
+        kmeans_pool: int = 0,
+        ema_decay: float = 0.0,
+        beta_warmup_steps: int = 0,
     ):
         super().__init__()
         if restart_after < 0:
             raise ValueError(f"restart_after must be >= 0 (0 disables restarts), got {restart_after}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1) (0: codes trained by the optimiser), got {ema_decay}")
+        if kmeans_pool < 0 or beta_warmup_steps < 0:
+            raise ValueError(f"kmeans_pool and beta_warmup_steps must be >= 0, got {kmeans_pool}, {beta_warmup_steps}")
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.beta = beta
         self.kmeans_iters = kmeans_iters
+        self.kmeans_pool = kmeans_pool
         self.restart_after = restart_after
-        self.codes = nn.Parameter(F.normalize(torch.randn(num_codes, code_dim), dim=-1))  # [K, d_c]
+        self.ema_decay = ema_decay
+        self.beta_warmup_steps = beta_warmup_steps
+        codes = F.normalize(torch.randn(num_codes, code_dim), dim=-1)  # [K, d_c]
+        self.codes = nn.Parameter(codes, requires_grad=ema_decay == 0.0)
         # Persistent, so a loaded checkpoint is not re-initialised by its first batch.
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("unused_steps", torch.zeros(num_codes, dtype=torch.long))
-        # Ring buffer of recent unit-norm encoder outputs: the pool restarts draw from.
-        self.register_buffer("history", torch.zeros(history, code_dim), persistent=False)
+        # Saved only where they are used, so checkpoints without these aids keep their keys.
+        self.register_buffer("ema_sum", codes.clone(), persistent=ema_decay > 0)  # [K, d_c]
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long), persistent=beta_warmup_steps > 0)
+        # Ring buffer of recent unit-norm encoder outputs: the pool restarts and k-means draw from.
+        self.register_buffer("history", torch.zeros(max(history, kmeans_pool), code_dim), persistent=False)
         self._history_len = 0
         self._history_next = 0
 
@@ -141,7 +165,7 @@ class RhythmCodebook(nn.Module):
         if self.training:
             if not bool(self.initialized):
                 self._kmeans_init(flat[flat_valid].detach())
-            if self.restart_after > 0:
+            if self.restart_after > 0 and bool(self.initialized):
                 restarted = self._restart_dead_codes()
 
         codes_unit = F.normalize(self.codes.float(), dim=-1)  # [K, d_c]
@@ -150,7 +174,7 @@ class RhythmCodebook(nn.Module):
         weight = flat_valid.to(flat.dtype)  # [M]
         n_valid = weight.sum().clamp(min=1.0)
         codebook_loss = (((flat.detach() - chosen) ** 2).sum(-1) * weight).sum() / n_valid
-        commitment_loss = self.beta * (((flat - chosen.detach()) ** 2).sum(-1) * weight).sum() / n_valid
+        commitment_loss = self._beta() * (((flat - chosen.detach()) ** 2).sum(-1) * weight).sum() / n_valid
         quantized = flat + (chosen - flat).detach()  # value = code, gradient = identity to h
         quantized = quantized * weight[:, None]  # padding tokens carry zeros
 
@@ -162,7 +186,10 @@ class RhythmCodebook(nn.Module):
             if self.training:
                 self.unused_steps += 1
                 self.unused_steps[counts > 0] = 0
+                self.train_steps += 1
                 self._remember(flat[flat_valid].detach())
+                if self.ema_decay > 0 and bool(self.initialized):
+                    self._ema_update(flat[flat_valid].detach(), indices[flat_valid])
 
         return CodebookOutput(
             quantized=quantized.view(*valid.shape, self.code_dim),
@@ -174,14 +201,38 @@ class RhythmCodebook(nn.Module):
             restarted=restarted,
         )
 
+    def _beta(self) -> float:
+        if self.beta_warmup_steps == 0:
+            return self.beta
+        return self.beta * min(1.0, int(self.train_steps) / self.beta_warmup_steps)
+
     @torch.no_grad()
     def _kmeans_init(self, tokens: Tensor) -> None:
+        """Seed the codes from this batch, or once the pool of recent tokens is full."""
+        if self.kmeans_pool > 0:
+            if self._history_len + len(tokens) < self.kmeans_pool:
+                return  # `_remember` adds this batch to the pool after the step
+            self._remember(tokens)
+            tokens = self.history[: self._history_len]
         if len(tokens) == 0:
             return  # an all-padding batch cannot seed anything; wait for the next one
         # `.data`: the codes are rewritten outside autograd (no earlier graph uses them yet).
         self.codes.data.copy_(spherical_kmeans(tokens.float(), self.num_codes, self.kmeans_iters))
         self._sync_codes()
+        self.ema_sum.copy_(self.codes.data)
+        self.unused_steps.zero_()  # steps before the seeding say nothing about the new codes
         self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, tokens: Tensor, assigned: Tensor) -> None:
+        """Move each code towards the mean direction of its tokens [M, d_c] (assigned [M])."""
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, assigned, tokens.to(self.ema_sum.dtype))  # [K, d_c]
+        if _distributed():
+            dist.all_reduce(sums)
+        self.ema_sum.mul_(self.ema_decay).add_(sums, alpha=1.0 - self.ema_decay)
+        # a code no token reaches keeps its direction while its EMA sum decays (until it underflows)
+        alive = self.ema_sum.norm(dim=-1, keepdim=True) > 1e-20  # [K, 1]
+        self.codes.data.copy_(torch.where(alive, F.normalize(self.ema_sum, dim=-1), self.codes.data.float()).to(self.codes.dtype))
 
     @torch.no_grad()
     def _remember(self, tokens: Tensor) -> None:
@@ -206,6 +257,7 @@ class RhythmCodebook(nn.Module):
         # `.data`: rewritten outside autograd. Adam moments of these rows are left as they are.
         self.codes.data[dead] = self.history[pick].to(self.codes.dtype)
         self._sync_codes()
+        self.ema_sum[dead] = self.codes.data[dead].to(self.ema_sum.dtype)
         self.unused_steps[dead] = 0
         return len(dead)
 

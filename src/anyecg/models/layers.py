@@ -7,7 +7,8 @@ Tokens are the (lead j, second k) grid flattened lead-major, token n = j * P + k
 
 - `TemporalConvEncoder`: one patch -> one d-dim vector (Conv1d + GroupNorm + GELU stack, paper).
 - `PatchEmbedding`: the temporal encoder plus learnable temporal (tau_k) and lead (sigma_j)
-  embeddings, h = h' + tau_k + sigma_j.
+  embeddings, h = h' + tau_k + sigma_j; optionally each patch's amplitude (log-RMS and mean), which
+  the temporal encoder's per-patch GroupNorm removes.
 - `Block`: pre-norm transformer block with Cross-Mask Attention and an MLP.
 """
 
@@ -127,6 +128,13 @@ class TemporalConvEncoder(nn.Module):
         return self.proj(features.flatten(1))  # [M, D]
 
 
+def patch_amplitude(patches: Tensor) -> Tensor:
+    """Per-patch amplitude features [..., S] -> [..., 2]: log RMS and mean (the RMS floored at
+    1e-3 so that all-zero padding patches stay finite)."""
+    rms = patches.float().pow(2).mean(dim=-1).sqrt()  # [...]
+    return torch.stack([rms.clamp(min=1e-3).log(), patches.float().mean(dim=-1)], dim=-1)
+
+
 class PatchEmbedding(nn.Module):
     """patches [B, L, P, S] + lead_ids [B, L] -> tokens [B, L * P, D] (lead-major).
 
@@ -138,11 +146,15 @@ class PatchEmbedding(nn.Module):
     knows its lead and second.
     """
 
-    def __init__(self, patch_size: int, dim: int, conv_channels: int = 8, max_patches: int = MAX_TOKENS):
+    def __init__(self, patch_size: int, dim: int, conv_channels: int = 8, max_patches: int = MAX_TOKENS,
+                 amplitude_inputs: bool = False):
         super().__init__()
         self.patch_size = patch_size
         self.max_patches = max_patches
         self.temporal = TemporalConvEncoder(patch_size, dim, channels=conv_channels)
+        # GroupNorm inside the temporal encoder makes x and 2x embed identically; beat amplitude
+        # matters in ECG (hypertrophy, low voltage), so it can enter as two scalars per patch.
+        self.amplitude = nn.Linear(2, dim) if amplitude_inputs else None
         self.time_embed = nn.Parameter(torch.zeros(max_patches, dim))  # tau_k
         self.lead_embed = nn.Embedding(N_LEADS, dim)  # sigma_j
         nn.init.trunc_normal_(self.time_embed, std=0.02)
@@ -154,6 +166,8 @@ class PatchEmbedding(nn.Module):
         if P > self.max_patches:
             raise ValueError(f"{P} patches per lead exceeds the {self.max_patches} temporal positions")
         x = self.temporal(patches.reshape(B * L * P, S)).view(B, L, P, -1)  # [B, L, P, D]
+        if self.amplitude is not None:
+            x = x + self.amplitude(patch_amplitude(patches).to(x.dtype))  # [B, L, P, D]
         if token_mask is not None:
             x = torch.where(token_mask[..., None], mask_token.to(x.dtype), x)  # [B, L, P, D]
         x = x + self.time_embed[:P][None, None] + self.lead_embed(lead_ids)[:, :, None, :]  # [B, L, P, D]

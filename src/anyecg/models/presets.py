@@ -25,42 +25,55 @@ import torch
 from anyecg.models.backbone import Backbone, BackboneConfig
 from anyecg.models.tokenizer import Tokenizer, TokenizerConfig
 
+# How every preset's tokenizer trains (measured on PTB-XL, 300 steps, docs/pretraining.md): the codes
+# seeded by k-means on 10K tokens, restarted when unused for 5 steps and moved by EMA; the commitment
+# weight ramped in; magnitude wavelet targets without the two finest bands; patch amplitude as input.
+_TOKENIZER_TRAINING = {
+    "kmeans_pool": 10_000, "restart_after": 5, "ema_decay": 0.99, "beta_warmup_steps": 100,
+    "frequency_magnitude": True, "frequency_drop_finest": 2, "amplitude_inputs": True,
+}
+
 # Tokenizer shared by the three paper-size presets: 4 encoder blocks (paper), K = 8192 codes.
 _LARGE_TOKENIZER = {
     "dim": 256, "depth": 4, "n_heads": 8, "decoder_depth": 2,
-    "code_dim": 64, "num_codes": 8192, "conv_channels": 16,
+    "code_dim": 64, "num_codes": 8192, "conv_channels": 16, **_TOKENIZER_TRAINING,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
     "anyecg-tiny": {
         "description": "test-scale model for unit tests and CPU smoke runs",
         "paper_parameters": None,
-        "tokenizer": {"dim": 64, "depth": 2, "n_heads": 4, "decoder_depth": 1, "code_dim": 32, "num_codes": 512},
-        "backbone": {"dim": 64, "depth": 4, "n_heads": 4, "num_codes": 512},
+        "tokenizer": {"dim": 64, "depth": 2, "n_heads": 4, "decoder_depth": 1, "code_dim": 32, "num_codes": 512,
+                      **_TOKENIZER_TRAINING},
+        "backbone": {"dim": 64, "depth": 4, "n_heads": 4, "num_codes": 512, "amplitude_inputs": True},
     },
     "anyecg-small": {
         "description": "laptop-CPU model: minutes of pretraining on a few hundred recordings",
         "paper_parameters": None,
-        "tokenizer": {"dim": 128, "depth": 4, "n_heads": 4, "decoder_depth": 2, "code_dim": 32, "num_codes": 1024},
-        "backbone": {"dim": 128, "depth": 6, "n_heads": 4, "num_codes": 1024},
+        "tokenizer": {"dim": 128, "depth": 4, "n_heads": 4, "decoder_depth": 2, "code_dim": 32, "num_codes": 1024,
+                      **_TOKENIZER_TRAINING},
+        "backbone": {"dim": 128, "depth": 6, "n_heads": 4, "num_codes": 1024, "amplitude_inputs": True},
     },
     "anyecg-b": {
         "description": "AnyECG-B (paper: 254M parameters)",
         "paper_parameters": 254_000_000,
         "tokenizer": _LARGE_TOKENIZER,
-        "backbone": {"dim": 1024, "depth": 19, "n_heads": 16, "num_codes": 8192, "conv_channels": 16},
+        "backbone": {"dim": 1024, "depth": 19, "n_heads": 16, "num_codes": 8192, "conv_channels": 16,
+                     "amplitude_inputs": True},
     },
     "anyecg-l": {
         "description": "AnyECG-L (paper: 500M parameters)",
         "paper_parameters": 500_000_000,
         "tokenizer": _LARGE_TOKENIZER,
-        "backbone": {"dim": 1280, "depth": 25, "n_heads": 16, "num_codes": 8192, "conv_channels": 16},
+        "backbone": {"dim": 1280, "depth": 25, "n_heads": 16, "num_codes": 8192, "conv_channels": 16,
+                     "amplitude_inputs": True},
     },
     "anyecg-xl": {
         "description": "AnyECG-XL (paper: 1.7B parameters)",
         "paper_parameters": 1_700_000_000,
         "tokenizer": _LARGE_TOKENIZER,
-        "backbone": {"dim": 2048, "depth": 33, "n_heads": 32, "num_codes": 8192, "conv_channels": 16},
+        "backbone": {"dim": 2048, "depth": 33, "n_heads": 32, "num_codes": 8192, "conv_channels": 16,
+                     "amplitude_inputs": True},
     },
 }
 

@@ -6,7 +6,8 @@
         --decoder trunk: Linear + own tau/sigma + `decoder_depth` CMA blocks--> y [B, N, D]
             morphology head: y -> the 300-sample patch                 (MSE)
             frequency head:  y -> DWT coefficients of L_w levels [cA_Lw, cD_Lw, ..., cD_1], each
-                             array z-scored per patch (`anyecg.signal.wavelet.dwt_targets`) (MSE)
+                             array z-scored per patch (`anyecg.signal.wavelet.dwt_targets`) (MSE);
+                             optionally their magnitudes, without the finest detail bands
             demography head: mean of y over real tokens -> age, sex   (MSE on standardised age +
                              binary cross-entropy on sex, each only over records that have it)
 
@@ -54,11 +55,17 @@ class TokenizerConfig:
     code_dim: int = 32  # d_c
     num_codes: int = 512  # K
     beta: float = 0.25  # commitment weight
-    kmeans_init: bool = True  # seed the codes from the first training batch
+    kmeans_init: bool = True  # seed the codes by k-means on the first training tokens
+    kmeans_pool: int = 0  # tokens to gather before that k-means (0: the first batch alone)
     restart_after: int = 100  # re-seed codes unused for this many steps (0: never)
+    ema_decay: float = 0.0  # > 0: codes follow an EMA of their tokens instead of the optimiser
+    beta_warmup_steps: int = 0  # commitment weight ramps linearly from 0 to beta over these steps
+    amplitude_inputs: bool = False  # patch log-RMS and mean enter the patch embedding
     decoder_depth: int = 2
     wavelet: str = "db6"
     wavelet_level: int = 4  # L_w; 4 is the deepest useful db6 level for 300 samples
+    frequency_magnitude: bool = False  # regress z-scored |DWT coefficients| (paper) instead of signed ones
+    frequency_drop_finest: int = 0  # leave out the finest detail arrays cD_1, ... (noise at 300 Hz)
     age_mean: float = 50.0  # age is regressed as (age - mean) / std
     age_std: float = 20.0
     dropout: float = 0.0
@@ -84,19 +91,21 @@ class TokenizerOutput:
     sex_logit: Tensor  # [B] predicted sex, logit of code 1
 
 
-def frequency_targets(patches: Tensor, wavelet: str, level: int) -> Tensor:
+def frequency_targets(patches: Tensor, wavelet: str, level: int, magnitude: bool = False, drop_finest: int = 0) -> Tensor:
     """z-scored DWT coefficients of every patch, concatenated: [..., S] -> [..., C] float32.
 
     `anyecg.signal.wavelet.dwt_targets` (PyWavelets, on the CPU) in its order [cA_Lw, cD_Lw, ...,
     cD_1]; a data pipeline may instead precompute them and pass `freq_targets` in the batch.
     """
-    levels = dwt_targets(patches.detach().float().cpu().numpy(), wavelet=wavelet, level=level)
+    levels = dwt_targets(patches.detach().float().cpu().numpy(), wavelet=wavelet, level=level, magnitude=magnitude,
+                         drop_finest=drop_finest)
     return torch.from_numpy(np.concatenate(levels, axis=-1)).to(patches.device)  # [..., C]
 
 
-def frequency_size(patch_size: int, wavelet: str, level: int) -> int:
+def frequency_size(patch_size: int, wavelet: str, level: int, drop_finest: int = 0) -> int:
     """C, the number of coefficients `frequency_targets` gives per patch."""
-    return sum(c.shape[-1] for c in dwt_targets(np.zeros((1, patch_size), np.float32), wavelet, level))
+    zeros = np.zeros((1, patch_size), np.float32)
+    return sum(c.shape[-1] for c in dwt_targets(zeros, wavelet, level, drop_finest=drop_finest))
 
 
 def _token_mse(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
@@ -110,14 +119,16 @@ class Tokenizer(nn.Module):
         super().__init__()
         c = config
         self.config = config
-        self.patch_embed = PatchEmbedding(c.patch_size, c.dim, c.conv_channels, max_patches=c.max_tokens)
+        self.patch_embed = PatchEmbedding(c.patch_size, c.dim, c.conv_channels, max_patches=c.max_tokens,
+                                          amplitude_inputs=c.amplitude_inputs)
         self.encoder = nn.ModuleList(
             [Block(c.dim, c.n_heads, c.mlp_ratio, c.tolerance, c.dropout, c.attn_impl) for _ in range(c.depth)]
         )
         self.encoder_norm = nn.LayerNorm(c.dim)
         self.to_code = nn.Linear(c.dim, c.code_dim)
         self.codebook = RhythmCodebook(
-            c.num_codes, c.code_dim, beta=c.beta, kmeans_init=c.kmeans_init, restart_after=c.restart_after
+            c.num_codes, c.code_dim, beta=c.beta, kmeans_init=c.kmeans_init, restart_after=c.restart_after,
+            kmeans_pool=c.kmeans_pool, ema_decay=c.ema_decay, beta_warmup_steps=c.beta_warmup_steps,
         )
         # Decoder trunk: quantised codes carry no position, so it adds its own tau and sigma.
         self.decoder_embed = nn.Linear(c.code_dim, c.dim)
@@ -127,7 +138,7 @@ class Tokenizer(nn.Module):
             [Block(c.dim, c.n_heads, c.mlp_ratio, c.tolerance, c.dropout, c.attn_impl) for _ in range(c.decoder_depth)]
         )
         self.decoder_norm = nn.LayerNorm(c.dim)
-        self.n_freq = frequency_size(c.patch_size, c.wavelet, c.wavelet_level)
+        self.n_freq = frequency_size(c.patch_size, c.wavelet, c.wavelet_level, c.frequency_drop_finest)
         self.morphology_head = nn.Linear(c.dim, c.patch_size)
         self.frequency_head = nn.Linear(c.dim, self.n_freq)
         self.demography_head = nn.Sequential(nn.Linear(c.dim, c.dim), nn.GELU(), nn.Linear(c.dim, 2))  # age, sex
@@ -135,6 +146,14 @@ class Tokenizer(nn.Module):
         self.apply(init_weights)
         nn.init.trunc_normal_(self.patch_embed.time_embed, std=0.02)
         nn.init.trunc_normal_(self.decoder_time, std=0.02)
+        # The code is a unit vector of d_c numbers: at std 0.02 it would add ~0.02 per dimension,
+        # no more than the decoder's own position embeddings, and the decoder would learn to ignore it.
+        nn.init.trunc_normal_(self.decoder_embed.weight, std=c.code_dim**-0.5)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters AdamW must not shrink: position and lead embeddings, and the codes (BEiT)."""
+        return {"patch_embed.time_embed", "patch_embed.lead_embed.weight", "decoder_time", "decoder_lead.weight",
+                "codebook.codes"}
 
     def encode_continuous(self, patches: Tensor, lead_ids: Tensor, pad_mask: Tensor) -> Tensor:
         """Pre-quantisation tokens h: [B, L, P, S] -> [B, N, d_c]."""
@@ -183,7 +202,9 @@ class Tokenizer(nn.Module):
 
         freq_targets = batch_field(batch, "freq_targets")
         if freq_targets is None:
-            freq_targets = frequency_targets(patches, self.config.wavelet, self.config.wavelet_level)
+            c = self.config
+            freq_targets = frequency_targets(patches, c.wavelet, c.wavelet_level, c.frequency_magnitude,
+                                             c.frequency_drop_finest)
         if freq_targets.shape[-1] != self.n_freq:
             raise ValueError(
                 f"freq_targets have {freq_targets.shape[-1]} coefficients per patch, the frequency head "

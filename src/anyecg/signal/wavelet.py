@@ -259,7 +259,8 @@ def wavelet_denoise(
     return out.reshape(x.shape)
 
 
-def dwt_targets(patches: np.ndarray, wavelet: str = "db6", level: int | None = None) -> list[np.ndarray]:
+def dwt_targets(patches: np.ndarray, wavelet: str = "db6", level: int | None = None, *, magnitude: bool = False,
+                drop_finest: int = 0) -> list[np.ndarray]:
     """The tokenizer's frequency targets: per patch, DWT coefficients of each level, z-scored.
 
     `patches` [..., S] (one patch per row, e.g. [L, P, 300]) -> [cA_level, cD_level, ..., cD_1],
@@ -268,13 +269,22 @@ def dwt_targets(patches: np.ndarray, wavelet: str = "db6", level: int | None = N
     coefficient array z-scored over its own coefficients within the patch. An array with no spread
     beyond rounding (std <= 1e-5 x its largest magnitude: a zero-padded or constant patch) becomes
     all zeros rather than NaN or amplified rounding noise.
+
+    `magnitude` z-scores |coefficients| instead (the paper's target: how much of each band is where,
+    not its sign); `drop_finest` leaves out the finest detail arrays (cD_1, cD_2, ...): at 300 Hz
+    cD_1 is 75-150 Hz, above the band-pass edge, and on PTB-XL cD_1 + cD_2 hold 0.45% of the energy
+    but 238 of the 343 coefficients, so as signed targets they are mostly noise to regress.
     """
     patches = np.asarray(patches)
     if patches.dtype != np.float32:
         patches = patches.astype(np.float64)
     coeffs = pywt.wavedec(patches, wavelet, level=level, axis=-1)
+    if not 0 <= drop_finest < len(coeffs):
+        raise ValueError(f"drop_finest must lie in [0, {len(coeffs) - 1}] for {len(coeffs)} coefficient arrays, got {drop_finest}")
     targets = []
-    for c in coeffs:
+    for c in coeffs[: len(coeffs) - drop_finest]:
+        if magnitude:
+            c = np.abs(c)
         centred = c - c.mean(axis=-1, keepdims=True)
         std = np.sqrt((centred**2).mean(axis=-1, keepdims=True))
         flat = std <= CONSTANT_TOLERANCE * np.abs(c).max(axis=-1, keepdims=True)

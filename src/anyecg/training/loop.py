@@ -175,6 +175,16 @@ def _model_state(model: torch.nn.Module, config: TrainConfig) -> dict[str, torch
     return get_model_state_dict(model, options=_FULL) if config.fsdp else model.state_dict()
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices, none on biases, norms and the parameters the model
+    names in `no_weight_decay()` (position and lead embeddings, codebooks: decay would shrink them)."""
+    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decay = [p for name, p in trained if p.ndim >= 2 and name not in exempt]
+    no_decay = [p for name, p in trained if p.ndim < 2 or name in exempt]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def _optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> dict:
     return get_optimizer_state_dict(model, optimizer, options=_FULL) if config.fsdp else optimizer.state_dict()
 
@@ -220,12 +230,7 @@ def train(
         if context.world_size == 1:
             raise ValueError("fsdp=True needs several processes: launch with torchrun --nproc_per_node=N")
         shard_model(model)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=config.betas,
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.betas)
     step, epoch, position = 0, 0, 0
     state = load_trainer_state(out / LAST)
     if state is not None:

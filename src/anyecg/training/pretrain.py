@@ -41,16 +41,25 @@ class MaskedCodeModel(nn.Module):
         self.tokenizer.eval()  # frozen: no codebook updates, no dropout
         return self
 
+    def no_weight_decay(self) -> set[str]:
+        return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
+
     def forward(self, batch: dict):
         with torch.no_grad():
             codes = self.tokenizer.encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, L, P]
         return self.backbone(batch, codes=codes)
 
 
-def model_config(stage: str, preset: str | None, tokenizer: TokenizerConfig, backbone: BackboneConfig | None) -> dict:
+def model_config(stage: str, preset: str | None, tokenizer: TokenizerConfig, backbone: BackboneConfig | None,
+                 window_s: int | None = None) -> dict:
+    """config.json of an AnyECG checkpoint; `window_s`, the longest window it was pretrained on, makes
+    `AnyECG.embed`/`tokenize` cut long recordings into windows of that length (positions past it
+    were never trained)."""
     config = {"family": "anyecg", "stage": stage, "preset": preset, "tokenizer": dataclasses.asdict(tokenizer)}
     if backbone is not None:
         config["backbone"] = dataclasses.asdict(backbone)
+    if window_s is not None:
+        config["window_s"] = window_s
     return config
 
 
@@ -87,7 +96,7 @@ def pretrain_tokenizer(
     model = Tokenizer(tok_config)
     return train(
         model, _windows(store, split, config.seed, window_s), collate_windows, config, out,
-        model_config=model_config("tokenizer", preset, tok_config, None), recipe_json=store.recipe.to_json(),
+        model_config=model_config("tokenizer", preset, tok_config, None, window_s), recipe_json=store.recipe.to_json(),
     )
 
 
@@ -106,7 +115,8 @@ def pretrain_backbone(
     model = MaskedCodeModel(tokenizer, Backbone(bb_config))
     return train(
         model, _windows(store, split, config.seed, window_s), collate_windows, config, out,
-        model_config=model_config("pretrain", preset, tokenizer.config, bb_config), recipe_json=store.recipe.to_json(),
+        model_config=model_config("pretrain", preset, tokenizer.config, bb_config, window_s),
+        recipe_json=store.recipe.to_json(),
     )
 
 

@@ -1,0 +1,78 @@
+"""Label efficiency of frozen AnyECG embeddings: linear probes at 1%, 10% and 100% of the labels.
+
+    python benchmarks/label_efficiency.py --data ptbxl-store/ --model runs/pretrain [--model ...] \
+        [--fractions 0.01 0.1 1] [--seeds 5] [--out label-efficiency.json]
+
+For each checkpoint (`shipped` names the one in the package) and a random-init control of the same
+architecture, every store record is embedded once (mean over its 10 s windows), then
+`anyecg.evaluation.probe.linear_probe` fits one-vs-rest logistic regressions on the store's train
+split subsampled by patient, chooses C on val and scores test once. Labels are the store's own
+(`;`-separated classes, e.g. PTB-XL's superclasses with its official folds). The table gives
+test macro AUROC, mean +/- std over seeds (the seeds draw the label subsets; at 100% they agree).
+Use a store whose records the checkpoints never saw in pretraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anyecg.data.store import Store, split_list
+from anyecg.evaluation.probe import linear_probe, store_embeddings
+from anyecg.models.backbone import Backbone
+from anyecg.models.tokenizer import Tokenizer
+from anyecg.pretrained import AnyECG
+
+
+def random_init_like(model: AnyECG, seed: int) -> AnyECG:
+    torch.manual_seed(seed)
+    backbone = Backbone(model.backbone.config) if model.backbone is not None else None
+    return AnyECG(Tokenizer(model.tokenizer.config), backbone, model.recipe, model.preset)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", action="append", required=True, help="checkpoint folder, or 'shipped'")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    store = Store(args.data)
+    manifest = store.manifest
+    classes = sorted({label for value in manifest["labels"] for label in split_list(value)})
+    targets = np.array([[label in split_list(value) for label in classes] for value in manifest["labels"]], dtype=int)
+    splits, patients = manifest["split"].to_numpy(), manifest["patient_id"].astype(str).to_numpy()
+
+    results = []
+    for name in args.model:
+        pretrained = AnyECG.from_pretrained(None if name == "shipped" else name)
+        for init, model in (("pretrained", pretrained), ("random init", random_init_like(pretrained, 0))):
+            start = time.perf_counter()
+            features = store_embeddings(model, store)
+            embed_s = time.perf_counter() - start
+            for fraction in args.fractions:
+                runs = [linear_probe(features, targets, splits, patients, label_fraction=fraction, seed=seed)
+                        for seed in range(args.seeds)]
+                scores = [run["test_macro_auroc"] for run in runs]
+                results.append({"model": name, "init": init, "label_fraction": fraction,
+                                "test_macro_auroc_mean": float(np.mean(scores)), "test_macro_auroc_std": float(np.std(scores)),
+                                "train_records": [run["train_records"] for run in runs], "C": [run["C"] for run in runs],
+                                "embed_s": round(embed_s, 1)})
+                row = results[-1]
+                print(f"{name:>40} {init:>12} {fraction:>6.0%}  test macro AUROC {row['test_macro_auroc_mean']:.3f} "
+                      f"+/- {row['test_macro_auroc_std']:.3f}  ({np.mean(row['train_records']):.0f} train records)", flush=True)
+    report = {"store": str(args.data), "classes": classes, "records": int(len(manifest)), "results": results}
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
