@@ -196,6 +196,7 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
     per_seed, fits = [], []
     for seed in range(config.seeds):
         run = out / f"seed-{seed}"
+        torch.manual_seed(seed)  # the new head's (and a random-init encoder's) weights
         model, form, contract, spec, pretrained = _build(config, len(labels.classes), single_lead)
         rows = subsample_labels(labels, train_rows, config.label_fraction, seed)
         windows = dict(form=form, contract=contract, window_s=config.window_s, lead_map=lead_map)
