@@ -2,18 +2,22 @@
 
     python benchmarks/finetune_quality.py --out runs/finetune-quality [--data PATH] [--models ...] [--seeds N]
 
-The data set mimics the job most users bring: thousands of single-lead recordings of varying length
-with a few classes in a labels CSV. It is cut from real recordings in ../shared/data:
-- MIT-BIH (48 records, lead MLII, 360 Hz) and CPSC 2021 (18 records, first lead, 200 Hz);
-- excerpts of 20-60 s (seeded lengths) lying wholly inside one rhythm episode of the annotations;
-- classes: `N` (sinus rhythm: MIT-BIH "(N", CPSC 2021 outside AF episodes; CPSC 2021 calls these
-  "non-AF", so a few may hold another non-AF rhythm), `AF` (atrial fibrillation or flutter) and `O`
-  (every other annotated rhythm: bigeminy, trigeminy, VT, paced, nodal, pre-excitation, ...);
-- at most `--per-episode-class` excerpts per record and class, spread evenly over the record;
-- each excerpt saved as a single-lead `.npy` (mV) whose lead is named `ECG` (unnamed), its rate and
-  lead in the labels CSV with `patient` (MIT-BIH 201 and 202 are one person; CPSC 2021 `data_P_S` is
-  patient P) and a patient-level `split` that gives every split patients of every class (`split_patients`;
-  with ~10 AF patients, a plain 80/10/10 draw can leave the test split one AF excerpt).
+The data set mimics the job most users bring: thousands of single-lead recordings of 10-60 s with a
+few classes in a labels CSV. It is cut from real recordings in ../shared/data:
+- MIT-BIH (48 records, lead MLII, 360 Hz) and CPSC 2021 (18 records, first lead, 200 Hz): excerpts of
+  20-60 s (seeded lengths) lying wholly inside one rhythm episode of the annotations, at most
+  `--per-episode-class` per record and class, spread evenly over the record;
+- PTB-XL (the 1,819-record subset, lead II, 250 Hz, 10 s; z-scored at the source, not mV), labelled
+  by its rhythm statements; records without one are kept with an empty label (left out and counted);
+- classes: `N` (sinus rhythm: MIT-BIH "(N", CPSC 2021 outside AF episodes -- CPSC 2021 calls these
+  "non-AF", so a few may hold another non-AF rhythm -- and PTB-XL SR), `AF` (atrial fibrillation or
+  flutter) and `O` (every other rhythm: bigeminy, trigeminy, VT, paced, nodal, pre-excitation; PTB-XL
+  sinus tachycardia / bradycardia / arrhythmia, supraventricular arrhythmias);
+- each record saved as a single-lead `.npy` whose lead is named `ECG` (unnamed), its rate and lead in
+  the labels CSV with `patient` (MIT-BIH 201 and 202 are one person; CPSC 2021 `data_P_S` is patient
+  P) and a patient-level `split`: PTB-XL's official folds (1-8 train, 9 val, 10 test), and for
+  MIT-BIH and CPSC 2021 `split_patients`, which gives every split patients of every class (with ~10
+  AF patients there, a plain 80/10/10 draw can leave the test split one AF excerpt).
 
 Then, for each model, `anyecg finetune --task classify --data store --out runs/MODEL` with the CLI
 defaults (plus `--seeds`), and the test metrics of its summary.json. Published anchor for this kind
@@ -84,6 +88,33 @@ def split_patients(table: pd.DataFrame) -> dict[str, str]:
     return assigned
 
 
+PTBXL_AF = {"AFIB", "AFLT"}
+PTBXL_OTHER = {"STACH", "SBRAD", "SARRH", "SVARR", "SVTAC", "PSVT", "BIGU", "TRIGU", "PACE"}
+
+
+def ptbxl_class(scp_codes: str) -> str:
+    """AF > other rhythm > sinus rhythm; "" when no rhythm statement is given."""
+    codes = set(scp_codes.split(";"))
+    if codes & PTBXL_AF:
+        return "AF"
+    if codes & PTBXL_OTHER:
+        return "O"
+    return "N" if "SR" in codes else ""
+
+
+def ptbxl_rows(data: Path, out: Path) -> list[dict]:
+    table = pd.read_csv(data / "ptbxl" / "labels.csv", dtype=str)
+    rows = []
+    for item in table.to_dict("records"):
+        signal = np.load(data / "ptbxl" / "records250" / f"{item['record']}.npy").astype(np.float32)  # [12, 2500]
+        record_id = f"ptbxl_{item['record']}"
+        np.save(out / "records" / f"{record_id}.npy", signal[1:2])  # lead II, [1, T]
+        rows.append({"record": record_id, "label": ptbxl_class(item["scp_codes"]), "patient": f"ptbxl-{item['patient']}",
+                     "fs": float(item["fs"]), "leads": "ECG", "seconds": signal.shape[1] / float(item["fs"]),
+                     "split": item["split"]})
+    return rows
+
+
 def build_dataset(data: Path, out: Path, per_episode_class: int, seed: int = 0) -> pd.DataFrame:
     """Write the excerpts to `out/records/*.npy` and `out/labels.csv`; return the labels table."""
     rng = np.random.default_rng(seed)
@@ -111,6 +142,7 @@ def build_dataset(data: Path, out: Path, per_episode_class: int, seed: int = 0) 
                                  "fs": fs, "leads": "ECG", "seconds": round((b - a) / fs, 1)})
     table = pd.DataFrame(rows)
     table["split"] = table["patient"].map(split_patients(table))
+    table = pd.concat([table, pd.DataFrame(ptbxl_rows(data, out))], ignore_index=True)
     table.drop(columns="seconds").to_csv(out / "labels.csv", index=False)
     return table
 
@@ -132,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", nargs="+", default=["xresnet1d18", "anyecg", "anyecg-random-init"],
                         choices=sorted(MODELS))
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--per-episode-class", type=int, default=30, help="most excerpts per record and class")
+    parser.add_argument("--per-episode-class", type=int, default=20, help="most excerpts per record and class")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more finetune options for every model")
     args = parser.parse_args(argv)
     cli = [sys.executable, "-m", "anyecg.cli"]
@@ -143,10 +175,11 @@ def main(argv: list[str] | None = None) -> dict:
                      str(args.out / "labels.csv"), "--workers", "1", "--no-progress"], args.out / "prepare.log")
     manifest = pd.read_parquet(store / "manifest.parquet")
     result = {
-        "records": int(len(table)), "classes": table["label"].value_counts().to_dict(),
+        "records": int(len(table)), "classes": table["label"].replace("", "(none)").value_counts().to_dict(),
         "seconds": {"min": float(table["seconds"].min()), "max": float(table["seconds"].max())},
         "patients": int(table["patient"].nunique()),
         "splits": manifest.groupby(["split", "labels"]).size().unstack(fill_value=0).to_dict("index"),
+        "unlabelled": int((manifest["labels"].fillna("") == "").sum()),
         "prepare_s": round(prepare_s, 1), "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None, "models": {},
     }
     for name in args.models:

@@ -224,6 +224,8 @@ def _records(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from anyecg.tasks.runner import load_finetuned, predict_signal
 
     model, config = load_finetuned(args.model)
@@ -234,7 +236,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"skipped {path}: {problem}", file=sys.stderr)
             continue
         probabilities = predict_signal(model, config, record.signal, record.fs, record.raw_leads or record.leads)
-        rows.append({"record": record.record_id, "source": str(path), "predicted": classes[int(probabilities.argmax())],
+        if config.get("multilabel"):  # every class over its threshold (chosen on validation)
+            over = probabilities >= np.asarray(config.get("thresholds", [0.5] * len(classes)))
+            predicted = ";".join(c for c, hit in zip(classes, over) if hit)
+        else:
+            predicted = classes[int(probabilities.argmax())]
+        rows.append({"record": record.record_id, "source": str(path), "predicted": predicted,
                      **{f"p_{c}": round(float(p), 6) for c, p in zip(classes, probabilities)}})
     if args.format == "json":
         print(json.dumps(rows, indent=2))

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from anyecg.evaluation.metrics import to_jsonable
 from anyecg.training.augment import Augmentations, augment_batch
 from anyecg.training.checkpoint import load_state_dict_strict, load_trainer_state, save_checkpoint
 from anyecg.training.loop import FINAL, LAST, LOG
@@ -249,8 +250,8 @@ def fit(
         if after_epoch is not None:
             after_epoch(epoch)
 
-    result = FitResult(best_epoch, best_score, epoch, stop_reason, history)
-    (out / FIT_FILE).write_text(json.dumps({"metric": metric, "explanation": result.explain(metric),
-                                            "config": asdict(config), **asdict(result)}, indent=2, default=float))
+    result = FitResult(best_epoch, best_score if math.isfinite(best_score) else math.nan, epoch, stop_reason, history)
+    (out / FIT_FILE).write_text(json.dumps(to_jsonable({"metric": metric, "explanation": result.explain(metric),
+                                                        "config": asdict(config), **asdict(result)}), indent=2))
     print(result.explain(metric), file=sys.stderr)
     return result
