@@ -46,6 +46,7 @@ MODELS = {
     "anyecg": [],  # the shipped AnyECG, pretrained
     "anyecg-random-init": ["--random-init"],
     "xresnet1d18": ["--baseline", "xresnet1d18"],
+    "xresnet1d-tiny": ["--baseline", "xresnet1d-tiny"],  # a CNN that converges within a 2-core CPU budget
     "inception1d": ["--baseline", "inception1d"],
 }
 
