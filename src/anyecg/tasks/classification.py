@@ -1,8 +1,10 @@
-"""Record-level classification (anomaly, arrhythmia): data, the AnyECG classifier, fine-tuning.
+"""Record-level classification (the store's own classes, anomaly, arrhythmia): data, the AnyECG
+classifier, whole-record prediction.
 
-A record's class comes from its manifest labels through a labelling function. Training draws one
-random window per record per epoch; evaluation tiles every record into windows and averages the
-windows' class probabilities into one prediction per record.
+A record's classes come from its manifest labels through a labelling function: one class per record
+(multi-class), or several for some record (multi-label). Training draws one random window per record
+per epoch; evaluation tiles every record into windows and averages the windows' class probabilities
+into one prediction per record, whatever its length.
 
 Two input forms, one per kind of model:
 - `tokens`: AnyECG's (lead, second) patch grid (any leads, any rate already handled by the store);

@@ -187,6 +187,9 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
     split_of = store.manifest["split"].to_numpy().astype(object)
     split_of[val_rows] = "val"
     test_rows = labels.records[store.manifest["split"].to_numpy()[labels.records] == "test"]
+    if len(test_rows) == 0:
+        raise ValueError(f"{store.root}: no labelled records in the test split; give some records split 'test' "
+                         "in the labels CSV (or leave the split column out to have prepare split by patient)")
     counts = class_counts(labels, split_of)
     rare = rare_classes(counts, labels.classes, config.min_class_count)
     if rare:
