@@ -105,6 +105,9 @@ def test_classify_command_on_single_lead_records(letters_store, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == 1 and summary["unlabelled_records"] == 1
     assert summary["model_selection"]["source"] == "the store's val split"
+    # every class has fewer than 10 training records here: all are reported rare, with their counts
+    assert summary["rare_classes"] == {c: {s: summary["class_counts"][s][c] for s in ("test", "train", "val")}
+                                       for c in summary["classes"]}
     assert "once" in summary["model_selection"]["test"]
     config = load_config(out / "seed-0" / FINAL)
     assert config["model"]["config"]["leads"] == ["unknown"]  # single-lead model reading the unnamed lead
@@ -119,6 +122,19 @@ def test_classify_command_on_single_lead_records(letters_store, tmp_path):
     assert metrics["confusion"] == confusion_matrix(predictions["label"], predictions["predicted"], labels=classes).tolist()
     for name in classes:
         assert set(metrics["per_class"][name]) >= {"f1", "precision", "recall", "auroc", "auprc"}
+
+
+def test_validation_carved_from_train_patients_without_a_val_split(letters_store):
+    from anyecg.tasks.runner import validation_rows
+
+    store = Store(letters_store.root)  # a fresh copy of the manifest, edited below
+    store.manifest.loc[store.manifest["split"] == "val", "split"] = "train"
+    labels = record_labels(store, user_classes)
+    train, val, source = validation_rows(store, labels, 0.3)
+    assert "train patients" in source and len(val) and not set(train) & set(val)
+    assert set(train) | set(val) == set(labels.records[store.manifest["split"].to_numpy()[labels.records] == "train"])
+    patients = store.manifest["patient_id"].to_numpy()
+    assert not set(patients[train]) & set(patients[val])  # whole patients on one side
 
 
 def test_leads_option_maps_the_unnamed_lead(letters_store, tmp_path):
