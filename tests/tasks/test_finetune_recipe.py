@@ -292,3 +292,13 @@ def test_per_class_thresholds_in_multilabel_metrics():
     assert metrics["f1_macro"] == pytest.approx(f1_score(truth, predicted, average="macro"))
     assert metrics["confusion"]["a"] == [[2, 0], [1, 1]] and metrics["confusion"]["b"] == [[2, 0], [0, 2]]
     assert metrics["threshold"] == [0.5, 0.3]
+
+
+def test_a_single_unnamed_lead_is_the_one_lead_of_a_single_lead_model():
+    signal = np.arange(600, dtype=np.float32)[None]  # [1, T]
+    x, mask = to_model_input(signal, 300, ["unknown"], SignalContract(leads=("II",), window_s=2))
+    np.testing.assert_array_equal(x[0], signal[0])
+    assert mask.tolist() == [True]
+    for leads, contract_leads in ((["V1"], ("II",)), (["unknown"], ("I", "II"))):  # a named lead, or a choice
+        with pytest.raises(ValueError, match="none of the leads"):
+            to_model_input(signal, 300, leads, SignalContract(leads=contract_leads, window_s=2))
