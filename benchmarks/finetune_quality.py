@@ -26,7 +26,7 @@ F1 over N, AF and Other 0.83 (Clifford et al. 2017) -- a different data set, for
 The last line printed is one JSON object.
 
 Measured (2-core CPU shared with other jobs, 1 thread, one seed; 2,919 records, 50 unlabelled; test
-split 398 records of 203 patients; `anyecg finetune --task classify --data store --out run` plus the
+split 398 labelled records of about 200 patients; `anyecg finetune --task classify --data store --out run` plus the
 option shown): test macro F1 / accuracy / macro AUROC, wall time of the finetune command
 - AnyECG shipped, pretrained, defaults: 0.581 / 0.781 / 0.762 (F1 AF 0.29, N 0.86, O 0.59), 6.2 min,
   kept epoch 15 of 21 (early stopping);
