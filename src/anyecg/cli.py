@@ -83,8 +83,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="adapt a pretrained model (or train a baseline) for a task, over several seeds")
-    p.add_argument("--task", choices=["anomaly", "arrhythmia", "beats", "leadgen", "longecg"], required=True,
-                   help="beats: MIT-BIH AAMI beat classes, trained on DS1 records and tested on DS2")
+    p.add_argument("--task", choices=["classify", "anomaly", "arrhythmia", "beats", "leadgen", "longecg"], required=True,
+                   help="classify: the store's own labels (one per record, or ';'-separated: multi-label); anomaly, "
+                        "arrhythmia: presets on SNOMED codes / rhythm names; beats: MIT-BIH AAMI beat classes, DS1 -> DS2")
     p.add_argument("--data", required=True, type=Path, help="prepared store; labels from its manifest")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--model", help="AnyECG, ECG-FM or ECGFounder checkpoint folder, a published checkpoint file, "
@@ -92,9 +93,16 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", help="train this baseline preset instead (see `anyecg models`)")
     p.add_argument("--random-init", action="store_true", help="AnyECG encoder with random weights (control)")
     p.add_argument("--linear-probe", action="store_true", help="freeze the encoder, train only the head")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=None,
+                   help="default: 1 for classify/anomaly/arrhythmia (use 5 for benchmarks), 5 for the other tasks")
     p.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training labels (per class)")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (default 200); classify/anomaly/arrhythmia train by epochs, this caps their steps")
+    p.add_argument("--max-epochs", type=int, default=30, help="classify/anomaly/arrhythmia: most epochs per seed")
+    p.add_argument("--patience", type=int, default=6, help="classify/...: stop after this many epochs without a better val score")
+    p.add_argument("--budget-minutes", type=float, help="classify/...: wall-time budget per seed; stops before overrunning it")
+    p.add_argument("--leads", type=_lead_list, default=[],
+                   help="classify/...: read a store lead as another, e.g. I (the single unnamed lead is lead I) or MLII=II")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--input-leads", type=_lead_list, default=["II"], help="leadgen: leads the model reads")
@@ -107,7 +115,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-seed", type=int, default=0, help="leadgen noise: seed of the fixed evaluation corruption")
     p.add_argument("--max-beats-per-record", type=int, help="beats: a seeded subset of each record's beats (CPU runs)")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
-    p.add_argument("--model", required=True, type=Path, help="fine-tuned model folder (finetune's seed-K/final)")
+    p.add_argument("--model", required=True, type=Path, help="fine-tuned model: a finetune run folder or its seed-K/final")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, type=Path)
@@ -116,12 +124,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from anyecg.evaluation.metrics import to_jsonable
 
+    seeds = args.seeds if args.seeds is not None else 5
+    steps = args.steps if args.steps is not None else 200
     if args.task == "beats":
         from anyecg.tasks.beat_task import BeatConfig, finetune_beats
 
         summary = finetune_beats(args.data, args.out, BeatConfig(
             model=str(args.model) if args.model else None, baseline=args.baseline, random_init=args.random_init,
-            linear_probe=args.linear_probe, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
+            linear_probe=args.linear_probe, seeds=seeds, steps=steps, batch_size=args.batch_size,
             lr=args.lr, max_beats_per_record=args.max_beats_per_record,
         ))
         headline = {k: summary["metrics"][k] for k in ("accuracy", "f1_macro") if k in summary["metrics"]}
@@ -132,7 +142,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from anyecg.tasks.longecg import LongECGConfig, finetune_longecg
 
         summary = finetune_longecg(args.data, args.out, LongECGConfig(
-            model=str(args.model) if args.model else None, random_init=args.random_init, seeds=args.seeds, steps=args.steps,
+            model=str(args.model) if args.model else None, random_init=args.random_init, seeds=seeds, steps=steps,
             batch_size=args.batch_size, lr=args.lr,
         ))
         headline = {k: summary["metrics"][k] for k in ("accuracy", "auroc", "f1_weighted") if k in summary["metrics"]}
@@ -145,7 +155,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         summary = finetune_leadgen(args.data, args.out, LeadGenFinetuneConfig(
             input_leads=tuple(args.input_leads), target_leads=tuple(args.target_leads),
             model=str(args.model) if args.model else None, baseline=args.baseline, linear_probe=args.linear_probe,
-            seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, corruption=args.corruption,
+            seeds=seeds, steps=steps, batch_size=args.batch_size, lr=args.lr, corruption=args.corruption,
             noise_snr_db=args.noise_snr_db, noise_wander=args.noise_wander, noise_bursts=args.noise_bursts,
             noise_seed=args.noise_seed,
         ))
@@ -153,14 +163,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(json.dumps(to_jsonable(headline)))
         print(f"summary: {args.out / 'summary.json'}")
         return 0
-    from anyecg.tasks.runner import FinetuneConfig, finetune
+    from anyecg.tasks.runner import FinetuneConfig, finetune, lead_mapping
 
     summary = finetune(args.data, args.out, FinetuneConfig(
         task=args.task, model=str(args.model) if args.model else None, baseline=args.baseline,
-        random_init=args.random_init, linear_probe=args.linear_probe, seeds=args.seeds,
+        random_init=args.random_init, linear_probe=args.linear_probe, seeds=args.seeds or 1,
         label_fraction=args.label_fraction, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        max_epochs=args.max_epochs, patience=args.patience, budget_minutes=args.budget_minutes,
+        leads=lead_mapping(args.leads),
     ))
-    headline = {k: summary["metrics"][k] for k in ("accuracy", "auroc", "f1_weighted") if k in summary["metrics"]}
+    headline = {k: summary["metrics"][k] for k in ("accuracy", "f1_macro", "auroc", "f1_weighted") if k in summary["metrics"]}
     print(json.dumps(to_jsonable(headline)))
     print(f"summary: {args.out / 'summary.json'}")
     return 0
@@ -171,15 +183,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from anyecg.tasks.beat_task import evaluate_beats
     from anyecg.tasks.leadgen import evaluate_leadgen
     from anyecg.tasks.longecg import evaluate_longecg
-    from anyecg.tasks.runner import evaluate
+    from anyecg.tasks.runner import evaluate, model_folder
     from anyecg.training.checkpoint import load_config
 
-    task = load_config(args.model).get("task")
+    model = model_folder(args.model)  # a run folder or a model folder
+    task = load_config(model).get("task")
     if task == "beats":  # DS1 / DS2 by record id: "test" scores DS2
-        metrics = evaluate_beats(args.model, args.data, args.out, split=args.split)
+        metrics = evaluate_beats(model, args.data, args.out, split=args.split)
     else:
         evaluators = {"leadgen": evaluate_leadgen, "longecg": evaluate_longecg}
-        metrics = evaluators.get(task, evaluate)(args.model, args.data, args.split, args.out)
+        metrics = evaluators.get(task, evaluate)(model, args.data, args.split, args.out)
     print(json.dumps({k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, dict)}))
     return 0
 
@@ -257,6 +270,8 @@ def _records(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from anyecg.tasks.runner import load_finetuned, predict_signal
 
     published = _published_classifier(args.model)
@@ -270,7 +285,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"skipped {path}: {problem}", file=sys.stderr)
             continue
         probabilities = predict_signal(model, config, record.signal, record.fs, record.raw_leads or record.leads)
-        rows.append({"record": record.record_id, "source": str(path), "predicted": classes[int(probabilities.argmax())],
+        if config.get("multilabel"):  # every class over its threshold (chosen on validation)
+            over = probabilities >= np.asarray(config.get("thresholds", [0.5] * len(classes)))
+            predicted = ";".join(c for c, hit in zip(classes, over) if hit)
+        else:
+            predicted = classes[int(probabilities.argmax())]
+        rows.append({"record": record.record_id, "source": str(path), "predicted": predicted,
                      **{f"p_{c}": round(float(p), 6) for c, p in zip(classes, probabilities)}})
     if args.format == "json":
         print(json.dumps(rows, indent=2))

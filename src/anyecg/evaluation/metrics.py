@@ -18,6 +18,8 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     hamming_loss,
+    multilabel_confusion_matrix,
+    precision_recall_curve,
     precision_recall_fscore_support,
     precision_score,
     roc_auc_score,
@@ -104,7 +106,7 @@ def classification_metrics(
     *,
     positive: str | None = None,
     multilabel: bool = False,
-    threshold: float = 0.5,
+    threshold: float | Sequence[float] = 0.5,
 ) -> dict:
     """Accuracy, AUROC, AUPRC, F1 and precision of class scores `proba` [N, K] against `y_true`.
 
@@ -116,7 +118,8 @@ def classification_metrics(
     treats *normal* as the positive class of anomaly detection while most work treats abnormal so.
 
     Multi-label (`multilabel=True`): `y_true` is a 0/1 matrix [N, K] or lists of names, `proba`
-    holds independent per-class probabilities, predictions are `proba >= threshold`; `accuracy` is
+    holds independent per-class probabilities, predictions are `proba >= threshold` (one threshold, or
+    one per class, reported per class as `per_class[c]["threshold"]`); `accuracy` is
     subset accuracy (every label right) and `hamming_accuracy` the fraction of right label slots.
     Macro AUROC and AUPRC cover the classes with both positives and negatives; the others are listed
     in `classes_without_positives` / `classes_without_negatives`.
@@ -133,18 +136,24 @@ def classification_metrics(
     out: dict = {"n": int(n)}
 
     if multilabel:
-        pred = p >= threshold  # [N, K]
+        thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (k,))  # [K]
+        pred = p >= thresholds  # [N, K]
         out["accuracy"] = float(accuracy_score(truth, pred))
         out["hamming_accuracy"] = float(1.0 - hamming_loss(truth, pred))
         y_for_f1, pred_for_f1, labels = truth, pred, None
         out["auroc"] = _nanmean([a for a, _ in per_class_rank])
         out["auprc"] = _nanmean([ap for _, ap in per_class_rank])
-        out["threshold"] = float(threshold)
+        out["threshold"] = float(threshold) if np.ndim(threshold) == 0 else [float(t) for t in thresholds]
+        # one 2x2 matrix per class: [[true negatives, false positives], [false negatives, true positives]]
+        out["confusion"] = {name: m.tolist() for name, m in zip(classes, multilabel_confusion_matrix(truth, pred))}
     else:
         y_idx = truth.argmax(axis=1)  # [N]
         pred_idx = p.argmax(axis=1)  # [N]
         out["accuracy"] = float(accuracy_score(y_idx, pred_idx))
         y_for_f1, pred_for_f1, labels = y_idx, pred_idx, list(range(k))
+        out["decision"] = "argmax"
+        out["confusion"] = confusion_matrix(y_idx, pred_idx, labels=labels).tolist()  # rows true, columns predicted
+        out["confusion_classes"] = classes
         if k == 2:
             if positive is not None and positive not in classes:
                 raise ValueError(f"positive class {positive!r} is not among classes {classes}")
@@ -177,6 +186,7 @@ def classification_metrics(
             "support": int(support[j]),
             "auroc": per_class_rank[j][0],
             "auprc": per_class_rank[j][1],
+            **({"threshold": float(thresholds[j])} if multilabel else {}),
         }
         for j, name in enumerate(classes)
     }
@@ -184,6 +194,20 @@ def classification_metrics(
     if multilabel:
         out["classes_without_negatives"] = [name for j, name in enumerate(classes) if support[j] == n]
     return out
+
+
+def best_f1_thresholds(truth: np.ndarray, proba: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """float [K]: per class, the probability threshold (predict `proba >= t`) with the highest F1 on
+    `truth` [N, K] (0/1); `default` for a class without positives, where F1 cannot be chosen."""
+    truth, proba = np.asarray(truth) > 0.5, np.asarray(proba, dtype=np.float64)
+    thresholds = np.full(truth.shape[1], default)
+    for j in range(truth.shape[1]):
+        if not truth[:, j].any():
+            continue
+        precision, recall, candidates = precision_recall_curve(truth[:, j], proba[:, j])
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)  # [len(candidates)]
+        thresholds[j] = candidates[int(np.argmax(f1))]
+    return thresholds
 
 
 def beat_metrics(

@@ -2,7 +2,8 @@
 
 CNN-style models (ECG-FM, ECGFounder, the baselines) take `x [B, C, T]` with one channel per lead
 slot. `to_model_input` turns any recording into that form: leads are placed by canonical name
-(absent slots zero-filled and flagged in `lead_mask`, extra leads dropped), the rate is converted
+(absent slots zero-filled and flagged in `lead_mask`, extra leads dropped; a single-lead model reads
+the one lead of a single-lead recording whose lead is unnamed), the rate is converted
 with a polyphase filter, and the window is cropped or zero-padded. `segments` tiles a longer
 recording so a caller can score each window and aggregate.
 """
@@ -70,11 +71,14 @@ def place_leads(signal: np.ndarray, src_leads: list[str], contract: SignalContra
         raise ValueError(f"signal shape {signal.shape} does not match {len(src_leads)} lead names {src_leads}")
     x = np.zeros((len(contract.leads), signal.shape[1]), dtype=np.float32)
     lead_mask = np.zeros(len(contract.leads), dtype=bool)
-    index = {name: i for i, name in enumerate(src_leads) if name != "unknown"}
+    index = {name: i for i, name in enumerate(src_leads) if name != "unknown" or "unknown" in contract.leads}
     for slot, name in enumerate(contract.leads):
         if name in index:
             x[slot] = signal[index[name]]
             lead_mask[slot] = True
+    if not lead_mask.any() and len(contract.leads) == 1 and list(src_leads) == ["unknown"]:
+        # a single unnamed lead (wearables, patches) is the one lead of a single-lead model
+        x[0], lead_mask[0] = signal[0], True
     if not lead_mask.any():
         raise ValueError(f"none of the leads {src_leads} is among the model's leads {list(contract.leads)}")
     return x, lead_mask

@@ -1,8 +1,10 @@
-"""Record-level classification (anomaly, arrhythmia): data, the AnyECG classifier, fine-tuning.
+"""Record-level classification (the store's own classes, anomaly, arrhythmia): data, the AnyECG
+classifier, whole-record prediction.
 
-A record's class comes from its manifest labels through a labelling function. Training draws one
-random window per record per epoch; evaluation tiles every record into windows and averages the
-windows' class probabilities into one prediction per record.
+A record's classes come from its manifest labels through a labelling function: one class per record
+(multi-class), or several for some record (multi-label). Training draws one random window per record
+per epoch; evaluation tiles every record into windows and averages the windows' class probabilities
+into one prediction per record, whatever its length.
 
 Two input forms, one per kind of model:
 - `tokens`: AnyECG's (lead, second) patch grid (any leads, any rate already handled by the store);
@@ -17,33 +19,73 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from anyecg.data.dataset import StoreWindows, collate_windows
 from anyecg.data.store import Store, split_list
 from anyecg.models.backbone import Backbone
+from anyecg.models.baselines.common import classification_loss
 from anyecg.models.contract import SignalContract, fit_window, to_model_input
+from anyecg.signal.leads import lead_ids
 
 
 @dataclass
 class RecordLabels:
-    """Each labelled record's class index, the class names, and the records left out and why."""
+    """Each labelled record's target, the class names, and the records left out and why.
+
+    Multi-class: `targets` int [n], one class index per record. Multi-label (some record has several
+    classes): `targets` float [n, K], 1 where the record has the class.
+    """
 
     records: np.ndarray  # int [n]: rows of the store manifest
-    targets: np.ndarray  # int [n]: index into `classes`
+    targets: np.ndarray  # int [n] (multi-class) or float32 [n, K] (multi-label)
     classes: list[str]
     unlabelled: int  # records the labelling function gave no class
+    multilabel: bool = False
+
+    def class_indices(self, position: int) -> list[int]:
+        """The class indices of the `position`-th labelled record."""
+        target = self.targets[position]
+        return np.flatnonzero(target).tolist() if self.multilabel else [int(target)]
 
 
-def record_labels(store: Store, label_fn: Callable[[list[str]], str | None]) -> RecordLabels:
-    names = [label_fn(split_list(value)) for value in store.manifest["labels"]]
-    classes = sorted({n for n in names if n is not None})
+def user_classes(labels: list[str]) -> list[str] | None:
+    """The `classify` task: the store's labels exactly as given (';'-separated); None without any."""
+    names = [str(label).strip() for label in labels if str(label).strip()]
+    return sorted(set(names)) or None
+
+
+def record_labels(store: Store, label_fn: Callable[[list[str]], str | list[str] | None]) -> RecordLabels:
+    """Apply `label_fn` (one class, a list of classes, or None) to every record of the store.
+
+    The task is multi-label as soon as one record has several classes; otherwise multi-class.
+    """
+    names = []
+    for value in store.manifest["labels"]:
+        found = label_fn(split_list(value))
+        names.append([found] if isinstance(found, str) else (list(found) if found else None))
+    classes = sorted({name for record in names if record for name in record})
     index = {name: i for i, name in enumerate(classes)}
-    records = np.array([i for i, n in enumerate(names) if n is not None], dtype=np.int64)
-    targets = np.array([index[names[i]] for i in records], dtype=np.int64)
-    return RecordLabels(records, targets, classes, unlabelled=sum(n is None for n in names))
+    records = np.array([i for i, n in enumerate(names) if n], dtype=np.int64)
+    multilabel = any(len(names[i]) > 1 for i in records)
+    if multilabel:
+        targets = np.zeros((len(records), len(classes)), dtype=np.float32)  # [n, K]
+        for position, row in enumerate(records):
+            targets[position, [index[name] for name in names[row]]] = 1.0
+    else:
+        targets = np.array([index[names[i][0]] for i in records], dtype=np.int64)  # [n]
+    return RecordLabels(records, targets, classes, unlabelled=sum(not n for n in names), multilabel=multilabel)
+
+
+def class_counts(labels: RecordLabels, split_of: np.ndarray) -> dict[str, dict[str, int]]:
+    """counts[split][class]: labelled records of each class per split (`split_of`: split per manifest row)."""
+    counts: dict[str, dict[str, int]] = {}
+    for position, row in enumerate(labels.records):
+        per_class = counts.setdefault(str(split_of[row]), dict.fromkeys(labels.classes, 0))
+        for k in labels.class_indices(position):
+            per_class[labels.classes[k]] += 1
+    return dict(sorted(counts.items()))
 
 
 def subsample_labels(labels: RecordLabels, rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -53,27 +95,38 @@ def subsample_labels(labels: RecordLabels, rows: np.ndarray, fraction: float, se
     if fraction == 1:
         return rows
     rng = np.random.default_rng(seed)
-    target_of = dict(zip(labels.records.tolist(), labels.targets.tolist()))
+    position = {row: k for k, row in enumerate(labels.records.tolist())}
+    # a multi-label record is stratified by its first class
+    first_class = np.array([labels.class_indices(position[r])[0] for r in rows], dtype=np.int64)
     kept = []
-    for cls in np.unique([target_of[r] for r in rows]):
-        members = rows[np.array([target_of[r] == cls for r in rows])]
+    for cls in np.unique(first_class):
+        members = rows[first_class == cls]
         kept.extend(rng.choice(members, size=max(1, round(fraction * len(members))), replace=False))
     return np.sort(np.array(kept, dtype=np.int64))
 
 
 class LabelledWindows(Dataset):
-    """Windows of the labelled records of one split, each with its record's class index."""
+    """Windows of the labelled records of one split, each with its record's target.
+
+    `lead_map` renames the store's leads before the model sees them (`{"unknown": "I"}`: a single
+    unnamed lead read as lead I).
+    """
 
     def __init__(self, store: Store, labels: RecordLabels, rows: np.ndarray, *, form: str = "tokens",
-                 contract: SignalContract | None = None, window_s: int = 10, random_crop: bool = True, seed: int = 0):
+                 contract: SignalContract | None = None, window_s: int = 10, random_crop: bool = True, seed: int = 0,
+                 lead_map: dict[str, str] | None = None):
         if form not in ("tokens", "contract"):
             raise ValueError(f"form must be 'tokens' or 'contract', got {form!r}")
         if form == "contract" and contract is None:
             raise ValueError("form 'contract' needs the model's SignalContract")
         self.store, self.form, self.contract = store, form, contract
-        target_of = dict(zip(labels.records.tolist(), labels.targets.tolist()))
+        self.lead_map = dict(lead_map or {})
         self.windows = StoreWindows(store, random_crop=random_crop, seed=seed, max_window_s=window_s, rows=rows)
-        self.target_of = target_of
+        self.target_of = dict(zip(labels.records.tolist(), labels.targets))
+
+    def leads(self, record: int) -> list[str]:
+        """The record's canonical lead names after `lead_map`."""
+        return [self.lead_map.get(name, name) for name in split_list(self.store.manifest.iloc[record]["leads"])]
 
     def set_epoch(self, epoch: int) -> None:
         self.windows.set_epoch(epoch)
@@ -90,16 +143,26 @@ class LabelledWindows(Dataset):
         if self.form == "tokens":
             item = self.windows[index]
             item["target"] = target
+            if self.lead_map:
+                item["lead_ids"] = torch.from_numpy(lead_ids(self.leads(ref.record)))
             return item
         signal = self.store.signal(ref.record, start=ref.start, stop=ref.stop)  # [L, T] at the store's rate
-        leads = split_list(self.store.manifest.iloc[ref.record]["leads"])
-        x, lead_mask = to_model_input(signal, self.store.recipe.target_fs, leads, self.contract)
+        try:
+            x, lead_mask = to_model_input(signal, self.store.recipe.target_fs, self.leads(ref.record), self.contract)
+        except ValueError as err:
+            record_id = self.store.manifest.iloc[ref.record]["record_id"]
+            raise ValueError(f"record {record_id}: {err}; name the lead with --leads (e.g. --leads I for a single "
+                             "unnamed lead) or use a model that reads it") from None
         return {"x": torch.from_numpy(fit_window(x, self.contract.n_samples)), "lead_mask": torch.from_numpy(lead_mask),
                 "target": target, "record": ref.record}
 
 
 def collate_labelled(items: list[dict]) -> dict[str, Tensor]:
-    targets = torch.tensor([item["target"] for item in items], dtype=torch.long)
+    """Batch of windows; `targets` long [B] (multi-class) or float [B, K] (multi-label)."""
+    if np.ndim(items[0]["target"]) == 0:
+        targets = torch.tensor([int(item["target"]) for item in items], dtype=torch.long)  # [B]
+    else:
+        targets = torch.from_numpy(np.stack([item["target"] for item in items]).astype(np.float32))  # [B, K]
     if "patches" in items[0]:
         batch = collate_windows(items)
     else:
@@ -147,22 +210,22 @@ class AnyECGClassifier(BackboneWithHead):
 
     def forward(self, batch: dict) -> ClassifierOutput:
         logits = self.head(self.forward_features(batch))  # [B, K]
-        targets = batch["targets"]
-        loss = F.cross_entropy(logits, targets)
-        accuracy = (logits.argmax(-1) == targets).float().mean()
+        loss, accuracy = classification_loss(logits, batch["targets"])
         return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
 
 
 @torch.no_grad()
-def predict_records(model: nn.Module, dataset: LabelledWindows, num_classes: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(records int [R], probabilities float [R, K]): window probabilities averaged per record."""
+def predict_records(model: nn.Module, dataset: LabelledWindows, num_classes: int, batch_size: int = 32,
+                    multilabel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(records int [R], probabilities float [R, K]): window probabilities averaged per record, so a
+    record of any length is scored whole. Softmax over classes, or per-class sigmoids (multi-label)."""
     model.eval()
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
     for start in range(0, len(dataset), batch_size):
         batch = collate_labelled([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         logits = model(batch).logits
-        probabilities = torch.softmax(logits.float(), dim=-1).numpy()  # [B, K]
+        probabilities = (torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=-1)).numpy()  # [B, K]
         for record, p in zip(batch["record"].tolist(), probabilities):
             sums[record] = sums.get(record, np.zeros(num_classes)) + p
             counts[record] = counts.get(record, 0) + 1
