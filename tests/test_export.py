@@ -84,6 +84,7 @@ def test_cli_report_and_files(exported, model):
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
     assert Recipe.from_json(metadata["anyecg.recipe"]) == model.recipe
     assert metadata["anyecg.preset"] == model.preset
+    assert metadata["anyecg.window_s"] == str(model.window_s) == "10"  # the shipped model's pretraining windows
 
 
 def test_graph_axes_are_dynamic(exported, model):
@@ -116,9 +117,12 @@ def test_onnx_matches_embed_on_mitdb(shared_data, model, session, leads, starts_
     batch = _chunk_batch(model, chunks, record.fs, leads)
     out = _run(session, batch)
     assert out["pooled"].shape == (len(chunks), model.backbone.config.dim)
+    # the graph encodes each row as one window of any length; `embed` cuts recordings into windows of
+    # the model's pretraining length, so the reference here takes each chunk as one window too
+    whole = AnyECG(model.tokenizer, model.backbone, model.recipe, model.preset, window_s=None)
     for b, chunk in enumerate(chunks):
-        expected = model.embed(chunk, record.fs, leads)  # [D]
-        tokens = model.embed(chunk, record.fs, leads, per_token=True)  # [L, P_b, D]
+        expected = whole.embed(chunk, record.fs, leads)  # [D]
+        tokens = whole.embed(chunk, record.fs, leads, per_token=True)  # [L, P_b, D]
         P = tokens.shape[1]
         np.testing.assert_allclose(out["pooled"][b], expected, rtol=0, atol=DEFAULT_TOLERANCE)
         np.testing.assert_allclose(out["features"][b, :, :P], tokens, rtol=0, atol=DEFAULT_TOLERANCE)

@@ -17,7 +17,9 @@ and returns
 B, L and P are dynamic (L * P at most the model's 1024-token budget, which the graph does not
 check). Filtering, resampling, wavelet denoising, normalisation and patching stay in Python: the
 recipe that produced the training data is written next to the model as FILE.recipe.json (and in
-the model's metadata), and `anyecg.pretrained.token_windows` applies it to a raw recording.
+the model's metadata), and `anyecg.pretrained.token_windows` applies it to a raw recording. A model
+pretrained on windows of a fixed length says so in its metadata (`anyecg.window_s`): feed windows
+no longer than that, as `AnyECG.embed` does.
 
 After export the file is run with onnxruntime on real embedded recordings (MIT-BIH 100 as a batch
 of three 2-lead windows, one shorter and padded; CinC 2021 E07500 as one 12-lead record), at shapes
@@ -223,6 +225,8 @@ def _write_metadata(onnx_path: Path, loaded: AnyECG) -> int:
         f"{loaded.backbone.config.max_tokens}",
         "anyecg.outputs": "pooled float32 [B, D] mean over real tokens; features float32 [B, L, P, D] zero at padding",
     }
+    if loaded.window_s is not None:  # longer windows reach time positions pretraining never trained
+        metadata["anyecg.window_s"] = str(loaded.window_s)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
