@@ -28,9 +28,12 @@ The last line printed is one JSON object.
 Measured (2-core CPU shared with other jobs, 1 thread, one seed; 2,919 records, 50 unlabelled; test
 split 398 labelled records of about 200 patients; `anyecg finetune --task classify --data store --out run` plus the
 option shown): test macro F1 / accuracy / macro AUROC, wall time of the finetune command
-- AnyECG shipped, pretrained, defaults: 0.581 / 0.781 / 0.762 (F1 AF 0.29, N 0.86, O 0.59), 6.2 min,
-  kept epoch 15 of 21 (early stopping);
-- AnyECG random init (`--random-init`): 0.540 / 0.729 / 0.813, 4.4 min, kept epoch 16 of 22;
+- AnyECG shipped (the retrained anyecg-small), pretrained, defaults: 0.635 / 0.804 / 0.797 (F1 AF
+  0.47, N 0.89, O 0.55), 2.0 min on a lightly loaded machine, kept epoch 19 of 25 (early stopping);
+- AnyECG random init of the same network (`--random-init`): 0.560 / 0.817 / 0.798 (F1 AF 0.33),
+  0.9 min, kept epoch 4 of 10;
+- the anyecg-small shipped before it: 0.581 / 0.781 / 0.762 (F1 AF 0.29), 6.2 min under heavy load,
+  kept epoch 15 of 21; its random init 0.540;
 - `--baseline xresnet1d-tiny`: 0.573 / 0.756 / 0.867, 6.7 min, kept epoch 6 of 12;
 - `--baseline xresnet1d18 --budget-minutes 20`: 0.675 / 0.774 / 0.910 (F1 AF 0.69, N 0.86, O 0.48),
   19.3 min, kept epoch 5 of 9 (budget).
