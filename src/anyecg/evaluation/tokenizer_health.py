@@ -24,19 +24,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from anyecg.data.dataset import StoreWindows, collate_windows
+from anyecg.data.dataset import StoreWindows
 from anyecg.data.store import Store
-from anyecg.evaluation.tokenizer_report import code_perplexity
+from anyecg.evaluation.tokenizer_report import code_perplexity, window_batches
 from anyecg.models.backbone import random_token_mask
 from anyecg.pretrained import AnyECG
 
-BATCH = 64
 SHIFT_S = 0.1
-
-
-def _batches(windows: StoreWindows):
-    for start in range(0, len(windows), BATCH):
-        yield collate_windows([windows[i] for i in range(start, min(start + BATCH, len(windows)))])
 
 
 def copy_code_guesses(codes: Tensor, pad_mask: Tensor, token_mask: Tensor, fallback: int) -> tuple[Tensor, Tensor]:
@@ -124,7 +118,7 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
 
     train_counts = np.zeros(K, dtype=np.int64)
     train_patches = []
-    for batch in _batches(StoreWindows(store, "train", random_crop=False, max_window_s=10)):
+    for batch in window_batches(StoreWindows(store, "train", random_crop=False, max_window_s=10)):
         codes = tokenizer.encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, L, P]
         train_counts += np.bincount(codes[codes >= 0].numpy(), minlength=K)
         train_patches.append(batch["patches"][~batch["pad_mask"]].numpy())  # [n, S]
@@ -143,7 +137,7 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
     correct = {"backbone": 0, "most_frequent": 0, "other_lead": 0, "neighbour": 0}
     generator = torch.Generator().manual_seed(seed)
     for dataset in held_out:
-        for batch in _batches(dataset):
+        for batch in window_batches(dataset):
             patches, lead_ids, pad = batch["patches"], batch["lead_ids"], batch["pad_mask"]
             valid = ~pad  # [B, L, P]
             out = tokenizer(batch)

@@ -24,7 +24,8 @@ from anyecg.pretrained import AnyECG
 BATCH = 64
 
 
-def _batches(windows: StoreWindows):
+def window_batches(windows: StoreWindows):
+    """Collated batches of BATCH consecutive windows, in order."""
     for start in range(0, len(windows), BATCH):
         yield collate_windows([windows[i] for i in range(start, min(start + BATCH, len(windows)))])
 
@@ -48,7 +49,7 @@ def held_out_metrics(
     K = tokenizer.config.num_codes
 
     train_counts = np.zeros(K, dtype=np.int64)
-    for batch in _batches(train_windows):
+    for batch in window_batches(train_windows):
         codes = tokenizer.encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, L, P], -1 on padding
         train_counts += np.bincount(codes[codes >= 0].numpy(), minlength=K)
     most_frequent = int(train_counts.argmax())
@@ -59,7 +60,7 @@ def held_out_metrics(
     generator = torch.Generator().manual_seed(seed)
     example = None
     for dataset in windows:
-        for batch in _batches(dataset):
+        for batch in window_batches(dataset):
             patches, lead_ids, pad = batch["patches"], batch["lead_ids"], batch["pad_mask"]
             out = tokenizer(batch)
             valid = ~pad  # [B, L, P]
