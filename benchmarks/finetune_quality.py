@@ -32,6 +32,9 @@ option shown): test macro F1 / accuracy / macro AUROC, wall time of the finetune
   0.47, N 0.89, O 0.55), 2.0 min on a lightly loaded machine, kept epoch 19 of 25 (early stopping);
 - AnyECG random init of the same network (`--random-init`): 0.560 / 0.817 / 0.798 (F1 AF 0.33),
   0.9 min, kept epoch 4 of 10;
+- the same two with `--seeds 5` (run side by side, 1 thread each): pretrained 0.634 +/- 0.030 macro F1
+  (AUROC 0.817 +/- 0.020, F1 AF 0.49 +/- 0.06), 7.3 min; random init 0.549 +/- 0.030 (AUROC
+  0.773 +/- 0.040, F1 AF 0.38 +/- 0.05), 6.7 min;
 - the anyecg-small shipped before it: 0.581 / 0.781 / 0.762 (F1 AF 0.29), 6.2 min under heavy load,
   kept epoch 15 of 21; its random init 0.540;
 - `--baseline xresnet1d-tiny`: 0.573 / 0.756 / 0.867, 6.7 min, kept epoch 6 of 12;
