@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from anyecg.models.contract import SignalContract, checked_input
+from anyecg.models.state import state_mismatches
 from anyecg.signal.leads import CANONICAL_LEADS, STANDARD_12
 
 
@@ -339,12 +340,11 @@ def load_reference_weights(
             (skipped if _at_batch_norm_default(name, value) else trained_norms).append(name)
         else:
             converted[ours if ours is not None else name] = value
-    needed = {k for k in expected if include_head or not k.startswith("head.")}
-    missing, unexpected = sorted(needed - set(converted)), sorted(set(converted) - set(expected))
-    misshaped = [
-        f"{k}: {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in converted.items() if k in expected and v.shape != expected[k].shape
-    ]
+    # without the checkpoint's head the model keeps its own
+    own_head = {} if include_head else {k: v for k, v in expected.items() if k.startswith("head.")}
+    filled = {**own_head, **converted}
+    missing, unexpected, misshaped = state_mismatches(expected, filled)
+    misshaped = [f"{k}: {tuple(converted[k].shape)} vs model {tuple(expected[k].shape)}" for k in misshaped]
     if trained_norms:
         raise ValueError(
             f"{source}: BatchNorm entries the network does not use (use_bn {model.config.use_bn}) are not at "
@@ -356,7 +356,7 @@ def load_reference_weights(
             f"filters {list(model.config.filter_list)}): missing {missing[:10]}, unexpected {unexpected[:10]}, "
             f"misshaped {misshaped[:10]}"
         )
-    model.load_state_dict(converted, strict=include_head)
+    model.load_state_dict(filled, strict=True)
     return skipped
 
 

@@ -39,6 +39,7 @@ from anyecg.models.contract import SignalContract, place_leads
 from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer
 from anyecg.models.ecgfounder import ECGFounder, ECGFounderConfig, load_reference_weights
 from anyecg.models.published_labels import ECGFM_AGGREGATION, ECGFM_LABELS, ECGFOUNDER_LABELS
+from anyecg.models.state import state_mismatches
 from anyecg.signal.leads import STANDARD_12
 from anyecg.signal.published import PUBLISHED_FS, ecgfm_windows, ecgfounder_windows
 from anyecg.signal.recipe import Recipe
@@ -356,17 +357,19 @@ def ecgfm_state(model_state: Mapping[str, Tensor], pretrained: bool, config: ECG
 
 def load_strict(network: nn.Module, state: Mapping[str, Tensor], unknown: list[str], source: str) -> None:
     """Fill every parameter of `network` from `state`, or raise listing unknown, missing and misshaped names."""
-    expected = {k: v for k, v in network.state_dict().items() if not k.endswith("num_updates")}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(unknown) | (set(state) - set(expected)))
-    misshaped = [f"{k}: {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                 for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    own = network.state_dict()
+    # training counters the converted state does not carry keep the network's own value (0)
+    counters = {k: v for k, v in own.items() if k.endswith("num_updates")}
+    expected = {k: v for k, v in own.items() if k not in counters}
+    missing, unexpected, misshaped = state_mismatches(expected, state)
+    unexpected = sorted(set(unknown) | set(unexpected))
+    misshaped = [f"{k}: {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in misshaped]
     if missing or unexpected or misshaped:
         raise ValueError(
             f"{source} does not match the network its cfg describes: unexpected {unexpected[:10]}, "
             f"missing {missing[:10]}, misshaped {misshaped[:10]}"
         )
-    network.load_state_dict(state, strict=False)  # strict in effect: the checks above; num_updates keeps 0
+    network.load_state_dict({**counters, **state}, strict=True)
 
 
 def convert_ecgfm(checkpoint: Mapping[str, Any], source: str) -> Published:

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from anyecg.models.state import state_mismatches
+
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 RECIPE_FILE = "recipe.json"
@@ -76,13 +78,8 @@ def check_keys(model: torch.nn.Module, directory: str | Path) -> dict[str, torch
         raise CheckpointError(f"{directory}: no {MODEL_FILE}")
     saved = load_file(str(path))
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    misshaped = sorted(
-        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(saved) & set(expected)
-        if saved[k].shape != expected[k].shape
-    )
+    missing, unexpected, misshaped = state_mismatches(expected, saved)
+    misshaped = [f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(expected[k].shape)}" for k in misshaped]
     if missing or unexpected or misshaped:
         raise CheckpointError(
             f"{path}: checkpoint does not match the model; missing {missing[:10]}"
