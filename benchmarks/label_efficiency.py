@@ -20,19 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from anyecg.data.store import Store, split_list
-from anyecg.evaluation.probe import linear_probe, store_embeddings
-from anyecg.models.backbone import Backbone
-from anyecg.models.tokenizer import Tokenizer
+from anyecg.data.store import Store
+from anyecg.evaluation.probe import linear_probe, random_init_like, store_embeddings, store_targets
 from anyecg.pretrained import AnyECG
-
-
-def random_init_like(model: AnyECG, seed: int) -> AnyECG:
-    torch.manual_seed(seed)
-    backbone = Backbone(model.backbone.config) if model.backbone is not None else None
-    return AnyECG(Tokenizer(model.tokenizer.config), backbone, model.recipe, model.preset)
 
 
 def main() -> None:
@@ -46,8 +37,7 @@ def main() -> None:
 
     store = Store(args.data)
     manifest = store.manifest
-    classes = sorted({label for value in manifest["labels"] for label in split_list(value)})
-    targets = np.array([[label in split_list(value) for label in classes] for value in manifest["labels"]], dtype=int)
+    classes, targets = store_targets(store)
     splits, patients = manifest["split"].to_numpy(), manifest["patient_id"].astype(str).to_numpy()
 
     results = []

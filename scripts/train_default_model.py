@@ -30,11 +30,9 @@ import torch
 
 from anyecg.data.physionet import pretraining_corpus
 from anyecg.data.prepare import PrepareConfig, prepare
-from anyecg.data.store import Store, split_list
-from anyecg.evaluation.probe import linear_probe, store_embeddings
+from anyecg.data.store import Store
+from anyecg.evaluation.probe import linear_probe, random_init_like, store_embeddings, store_targets
 from anyecg.evaluation.tokenizer_health import tokenizer_health
-from anyecg.models.backbone import Backbone
-from anyecg.models.tokenizer import Tokenizer
 from anyecg.pretrained import AnyECG
 from anyecg.training.loop import TrainConfig
 from anyecg.training.pretrain import pretrain_backbone, pretrain_tokenizer
@@ -47,8 +45,7 @@ PROBE_SEEDS = 5
 def probe_table(model: AnyECG, store: Store) -> dict[str, dict[str, float]]:
     """Test macro AUROC (mean, std over seeds) of linear probes at each label fraction."""
     manifest = store.manifest
-    classes = sorted({label for value in manifest["labels"] for label in split_list(value)})
-    targets = np.array([[c in split_list(v) for c in classes] for v in manifest["labels"]], dtype=int)
+    _, targets = store_targets(store)
     features = store_embeddings(model, store)
     table = {}
     for fraction in LABEL_FRACTIONS:
@@ -92,8 +89,7 @@ def main() -> None:
     timings["backbone_s"] = time.perf_counter() - start
 
     model = AnyECG.from_pretrained(out / "backbone")
-    torch.manual_seed(0)
-    control = AnyECG(Tokenizer(model.tokenizer.config), Backbone(model.backbone.config), model.recipe, PRESET)
+    control = random_init_like(model, seed=0)
     manifest = store.manifest
     summary = {
         "preset": PRESET,

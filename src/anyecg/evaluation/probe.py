@@ -19,21 +19,38 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from anyecg.data.dataset import StoreWindows, collate_windows
-from anyecg.data.store import Store
+from anyecg.data.dataset import StoreWindows
+from anyecg.data.store import Store, split_list
+from anyecg.evaluation.tokenizer_report import window_batches
+from anyecg.models.backbone import Backbone
+from anyecg.models.tokenizer import Tokenizer
 from anyecg.pretrained import AnyECG
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
+def store_targets(store: Store) -> tuple[list[str], np.ndarray]:
+    """The store's classes (sorted) and every record's 0/1 targets [records, classes], from its
+    `;`-separated labels."""
+    labels = [split_list(value) for value in store.manifest["labels"]]
+    classes = sorted({label for record in labels for label in record})
+    return classes, np.array([[c in record for c in classes] for record in labels], dtype=int)
+
+
+def random_init_like(model: AnyECG, seed: int) -> AnyECG:
+    """The same architecture, recipe and window with fresh weights: the control a probe compares against."""
+    torch.manual_seed(seed)
+    backbone = Backbone(model.backbone.config) if model.backbone is not None else None
+    return AnyECG(Tokenizer(model.tokenizer.config), backbone, model.recipe, model.preset, model.window_s)
+
+
 @torch.no_grad()
-def store_embeddings(model: AnyECG, store: Store, window_s: int = 10, batch_size: int = 64) -> np.ndarray:
+def store_embeddings(model: AnyECG, store: Store, window_s: int = 10) -> np.ndarray:
     """Mean backbone embedding (tokenizer encoder output for a stage-1 checkpoint) of every store
     record over its consecutive `window_s` windows: float32 [records, D] in manifest order."""
     windows = StoreWindows(store, None, random_crop=False, max_window_s=window_s)
     sums, counts = None, np.zeros(len(store.manifest))
-    for start in range(0, len(windows), batch_size):
-        batch = collate_windows([windows[i] for i in range(start, min(start + batch_size, len(windows)))])
+    for batch in window_batches(windows):
         patches, lead_ids, pad = batch["patches"], batch["lead_ids"], batch["pad_mask"]
         if model.backbone is not None:
             pooled = model.backbone.embed(patches, lead_ids, pad)  # [B, D]
