@@ -145,7 +145,7 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
             counts += np.bincount(codes[valid].numpy(), minlength=K)
             sq_error += float(((out.reconstruction - patches) ** 2)[valid].sum())
             held_patches.append(patches[valid].numpy())
-            encoder_out.append(tokenizer.encode_continuous(patches, lead_ids, pad)[valid.flatten(1)])  # [n, d_c]
+            encoder_out.append(out.encoded[valid.flatten(1)])  # [n, d_c]
 
             if patches.shape[2] > 1:
                 moved, moved_pad = shifted_patches(patches, pad, round(SHIFT_S * tokenizer.config.patch_size))

@@ -87,6 +87,7 @@ class TokenizerOutput:
     perplexity: Tensor
     restarted: int  # dead codes re-seeded at the start of this step
     reconstruction: Tensor  # [B, L, P, S] morphology decoder output
+    encoded: Tensor  # [B, N, d_c] pre-quantisation encoder output h
     age: Tensor  # [B] predicted age, years
     sex_logit: Tensor  # [B] predicted sex, logit of code 1
 
@@ -228,6 +229,7 @@ class Tokenizer(nn.Module):
             perplexity=q.perplexity,
             restarted=q.restarted,
             reconstruction=reconstruction.view(B, L, P, S),
+            encoded=h,
             age=demography_pred[:, 0].detach() * self.config.age_std + self.config.age_mean,
             sex_logit=demography_pred[:, 1].detach(),
         )
