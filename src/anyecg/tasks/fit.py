@@ -36,7 +36,7 @@ from tqdm import tqdm
 from anyecg.evaluation.metrics import to_jsonable
 from anyecg.training.augment import Augmentations, augment_batch
 from anyecg.training.checkpoint import load_state_dict_strict, load_trainer_state, save_checkpoint
-from anyecg.training.loop import FINAL, LAST, LOG
+from anyecg.training.loop import FINAL, LAST, LOG, lr_factor
 
 FIT_FILE = "fit.json"
 
@@ -98,14 +98,6 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_dec
         groups.setdefault((scale, p.ndim >= 2), []).append(p)
     return [{"params": params, "lr": lr * scale, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0}
             for (scale, decay), params in sorted(groups.items(), key=lambda item: item[0])]
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Linear warm-up over `warmup_steps`, then cosine decay to `min_ratio` at `total_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def epoch_order(targets: np.ndarray, multilabel: bool, balanced: bool, seed: int, epoch: int) -> np.ndarray:
