@@ -18,8 +18,8 @@ peak of a known GPU (table below); none is assumed for a CPU. Time: mean of `--s
 `--warmup` steps, synchronised. On a GPU the peak memory allocated is reported too.
 
 `--attn-impl dense` runs CMA through the dense mask and PyTorch's fused attention kernels,
-`structured` through the structured path; the default is the model's own, "auto" (structured for
-this 12 x 85 grid). `attn_impl` in the result is the path that ran. The last line printed is one
+`structured` through the structured path; the default is the model's own, "auto" (dense on a GPU,
+structured on CPU for this 12 x 85 grid). `attn_impl` in the result is the path that ran. The last line printed is one
 JSON object.
 """
 
@@ -118,7 +118,7 @@ def measure(preset: str, batch: int, steps: int, warmup: int, precision: str, at
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "precision": precision,
-        "attn_impl": resolve_impl(timed_impl, (N_LEADS, N_SECONDS), attention[0].tolerance),
+        "attn_impl": resolve_impl(timed_impl, (N_LEADS, N_SECONDS), attention[0].tolerance, device),
         "batch": batch,
         "tokens_per_step": tokens,
         "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),

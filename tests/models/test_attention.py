@@ -305,6 +305,13 @@ def test_auto_picks_by_the_score_saving(grid, tolerance, expected):
     assert resolve_impl("structured", grid, tolerance) == "structured"
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_auto_runs_the_fused_dense_kernel_on_accelerators(device):
+    assert resolve_impl("auto", (12, 85), 1, device) == "dense"
+    assert resolve_impl("auto", (12, 85), 1, "cpu") == "structured"
+    assert resolve_impl("structured", (12, 85), 1, device) == "structured"
+
+
 @pytest.mark.parametrize("grid", [(12, 10), (12, 30)])
 def test_auto_gives_exactly_the_chosen_implementation(grid):
     torch.manual_seed(11)

@@ -18,10 +18,12 @@ Two exact implementations share one set of weights:
   its working memory stays small. It computes in the dtype of q, k, v; the softmax runs in
   float32 (float64 for float64 inputs).
 
-`benchmarks/cma_attention.py` times both on CPU. The structured path wins where it saves many
+`benchmarks/cma_attention.py` times both on CPU. The structured path wins there where it saves many
 scores: N / (P + (2w+1) L) is 8.4 for 12 leads x 85 s (2.3x faster) but 2.6 for 12 x 10 s and
 below 2 for one or two leads, where PyTorch's fused dense kernel is faster. `"auto"` (the module's
-default) takes the structured path from a saving of `AUTO_MIN_SAVING` on, the dense one below.
+default) takes the structured path on CPU from a saving of `AUTO_MIN_SAVING` on, the dense one
+below, and the dense one on every accelerator: on an H200 (AnyECG-B, bf16, 12 x 85 s, batch 8,
+`benchmarks/pretrain_throughput.py`) a training step took 97 ms dense and 1,868 ms structured.
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ IMPLS = ("auto", "structured", "dense")
 AUTO_MIN_SAVING = 5.0
 
 
-def resolve_impl(impl: str, grid: tuple[int, int], tolerance: int) -> str:
-    """The implementation that runs for `impl` on an (L, P) grid: "auto" picks by the score saving."""
+def resolve_impl(impl: str, grid: tuple[int, int], tolerance: int, device: torch.device | str = "cpu") -> str:
+    """The implementation that runs for `impl` on an (L, P) grid on `device`: "auto" picks dense
+    on accelerators (fused kernels) and, on CPU, by the score saving."""
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl != "auto":
         return impl
+    if torch.device(device).type != "cpu":
+        return "dense"
     n_leads, n_patches = grid
     saving = n_leads * n_patches / (n_patches + (2 * tolerance + 1) * n_leads)
     return "structured" if saving >= AUTO_MIN_SAVING else "dense"
@@ -406,7 +411,7 @@ class CrossMaskAttention(nn.Module):
         if D != self.dim:
             raise ValueError(f"expected token dim {self.dim}, got x of shape {tuple(x.shape)}")
         _check_grid(N, grid, pad_mask, B)
-        impl = resolve_impl(self.impl, grid, self.tolerance)
+        impl = resolve_impl(self.impl, grid, self.tolerance, x.device)
         qkv = self.qkv(x).view(B, N, 3, self.n_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, N, hd]
         q, k = self.q_norm(q), self.k_norm(k)
