@@ -13,6 +13,10 @@ Steps:
    linear probes of the frozen embedding on the five diagnostic superclasses at 1%, 10% and 100% of
    the fold 1-8 labels (C chosen on fold 9, test on fold 10), against a random-init control.
 
+During training, health figures (`anyecg.training.health`) on 200 PTB-XL fold 9-10 records and a
+linear probe's fold-9 macro AUROC are written every `--health-every` steps to `health.jsonl` and
+`health.png` in the `tokenizer/` and `backbone/` run folders.
+
 `--install` copies the final checkpoint and `training_summary.json` into
 `src/anyecg/weights/anyecg-small/`. A killed run resumes from its checkpoints when rerun.
 """
@@ -62,6 +66,7 @@ def main() -> None:
     parser.add_argument("--tokenizer-steps", type=int, default=800)
     parser.add_argument("--backbone-steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--health-every", type=int, default=200, help="0: no figures during training")
     parser.add_argument("--install", action="store_true")
     args = parser.parse_args()
     out = args.out
@@ -81,11 +86,13 @@ def main() -> None:
                            save_every=100, log_every=10, seed=0)
 
     start = time.perf_counter()
-    pretrain_tokenizer(store.root, PRESET, out / "tokenizer", config(args.tokenizer_steps, 1e-3), split=None, window_s=10)
+    health = {"health_every": args.health_every, "health_data": ptbxl_store.root, "health_probe": ptbxl_store.root}
+    pretrain_tokenizer(store.root, PRESET, out / "tokenizer", config(args.tokenizer_steps, 1e-3), split=None, window_s=10,
+                       **health)
     timings["tokenizer_s"] = time.perf_counter() - start
     start = time.perf_counter()
     pretrain_backbone(store.root, out / "tokenizer", PRESET, out / "backbone", config(args.backbone_steps, 5e-4),
-                      split=None, window_s=10)
+                      split=None, window_s=10, **health)
     timings["backbone_s"] = time.perf_counter() - start
 
     model = AnyECG.from_pretrained(out / "backbone")

@@ -71,11 +71,24 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="longest training window (default: what the 1024-token budget allows per lead count)")
 
 
+def _add_health_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--health-every", type=int, default=None,
+                   help="AnyECG: health figures on held-out records every N steps and at the end, to health.jsonl "
+                        "and health.png in --out (default: --save-every when the store has val/test records; 0: off)")
+    p.add_argument("--health-records", type=int, default=200, help="held-out (and train) records the figures read")
+    p.add_argument("--health-data", type=Path, default=None,
+                   help="store whose val/test records the figures use (default: --data; same preprocessing recipe)")
+    p.add_argument("--health-probe", type=Path, default=None,
+                   help="a labelled store (train/val/test): add a linear probe's val macro AUROC to the figures")
+
+
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain-tokenizer", help="stage 1: train the ECG tokenizer (rhythm codebook)")
     _add_train_options(p)
+    _add_health_options(p)
     p = sub.add_parser("pretrain", help="AnyECG stage 2 (masked rhythm codes, frozen tokenizer), or ECG-FM / ECGFounder")
     _add_train_options(p)
+    _add_health_options(p)
     p.add_argument("--family", choices=["anyecg", "ecgfm", "ecgfounder"], default="anyecg",
                    help="anyecg: stage 2 (needs --tokenizer); ecgfm: self-supervised; ecgfounder: supervised multi-label")
     p.add_argument("--tokenizer", type=Path, help="AnyECG stage-1 run folder")
@@ -388,10 +401,30 @@ def _train_config(args: argparse.Namespace):
     )
 
 
+def _health_options(args: argparse.Namespace) -> dict:
+    """Health figures every --health-every steps; by default every --save-every steps where the store
+    has held-out records (and off, with a note, where it has none)."""
+    every = args.health_every
+    measured = args.health_data or args.data
+    if every is None:
+        from anyecg.data.store import Store
+
+        every = args.save_every
+        if args.fsdp:
+            print("health figures are off under --fsdp (they run on the main process alone)", file=sys.stderr)
+            every = 0
+        elif not Store(measured).manifest["split"].isin(["val", "test"]).any():
+            print(f"{measured}: no val/test records, so no health figures (see --health-every)", file=sys.stderr)
+            every = 0
+    return {"health_every": every, "health_records": args.health_records, "health_probe": args.health_probe,
+            "health_data": args.health_data}
+
+
 def cmd_pretrain_tokenizer(args: argparse.Namespace) -> int:
     from anyecg.training.pretrain import pretrain_tokenizer
 
-    metrics = pretrain_tokenizer(args.data, args.preset or "anyecg-small", args.out, _train_config(args), window_s=args.window_seconds)
+    metrics = pretrain_tokenizer(args.data, args.preset or "anyecg-small", args.out, _train_config(args),
+                                 window_s=args.window_seconds, **_health_options(args))
     print(json.dumps({"out": str(args.out), **metrics}))
     return 0
 
@@ -409,7 +442,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from anyecg.training.pretrain import pretrain_backbone
 
     metrics = pretrain_backbone(
-        args.data, args.tokenizer, args.preset or "anyecg-small", args.out, _train_config(args), window_s=args.window_seconds
+        args.data, args.tokenizer, args.preset or "anyecg-small", args.out, _train_config(args),
+        window_s=args.window_seconds, **_health_options(args),
     )
     print(json.dumps({"out": str(args.out), **metrics}))
     return 0

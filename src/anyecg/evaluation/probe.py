@@ -50,8 +50,9 @@ def store_embeddings(model: AnyECG, store: Store, window_s: int = 10) -> np.ndar
     record over its consecutive `window_s` windows: float32 [records, D] in manifest order."""
     windows = StoreWindows(store, None, random_crop=False, max_window_s=window_s)
     sums, counts = None, np.zeros(len(store.manifest))
+    device = next(model.tokenizer.parameters()).device
     for batch in window_batches(windows):
-        patches, lead_ids, pad = batch["patches"], batch["lead_ids"], batch["pad_mask"]
+        patches, lead_ids, pad = (batch[key].to(device) for key in ("patches", "lead_ids", "pad_mask"))
         if model.backbone is not None:
             pooled = model.backbone.embed(patches, lead_ids, pad)  # [B, D]
         else:
@@ -60,7 +61,7 @@ def store_embeddings(model: AnyECG, store: Store, window_s: int = 10) -> np.ndar
             pooled = (tokens * valid).sum(1) / valid.sum(1).clamp(min=1)
         if sums is None:
             sums = np.zeros((len(store.manifest), pooled.shape[-1]))
-        np.add.at(sums, batch["record"].numpy(), pooled.double().numpy())
+        np.add.at(sums, batch["record"].numpy(), pooled.double().cpu().numpy())
         np.add.at(counts, batch["record"].numpy(), 1)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 

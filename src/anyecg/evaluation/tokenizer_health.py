@@ -106,22 +106,44 @@ def reconstruction_baselines(train: np.ndarray, held_out: np.ndarray, n_codes: i
 
 
 @torch.no_grad()
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in batch.items()}
+
+
+def split_rows(store: Store, splits: tuple[str, ...], max_records: int | None, seed: int) -> np.ndarray:
+    """Manifest rows of `splits`, split by split, at most `max_records` of them (a seeded draw, order kept)."""
+    split = store.manifest["split"].to_numpy()
+    rows = np.concatenate([np.flatnonzero(split == name) for name in splits])
+    if max_records is not None and len(rows) > max_records:
+        rows = rows[np.isin(rows, np.random.default_rng(seed).choice(rows, max_records, replace=False))]
+    return rows
+
+
 def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_patches: int = 20_000,
-                     max_cosine_tokens: int = 4_000) -> dict:
-    """The figures of the module docstring, on the store's val + test records (see there)."""
+                     max_cosine_tokens: int = 4_000, max_records: int | None = None,
+                     baselines: dict[str, float] | None = None) -> dict:
+    """The figures of the module docstring, on the store's val + test records (see there).
+
+    `max_records` caps the held-out and the train records read (a seeded draw of each), for figures
+    taken every few hundred training steps; `baselines`, the reconstruction baselines of an earlier
+    call on the same records, skips refitting them (they do not depend on the model)."""
     tokenizer, backbone = model.tokenizer, model.backbone
+    device = next(tokenizer.parameters()).device
     K, S = tokenizer.config.num_codes, tokenizer.config.patch_size
-    held_out = [StoreWindows(store, split, random_crop=False, max_window_s=10) for split in ("val", "test")]
-    if sum(len(w) for w in held_out) == 0:
+    held_out_rows = split_rows(store, ("val", "test"), max_records, seed)
+    if len(held_out_rows) == 0:
         raise ValueError(f"{store.root}: no val or test records to measure on")
+    held_out = StoreWindows(store, random_crop=False, max_window_s=10, rows=held_out_rows)
+    train_rows = split_rows(store, ("train",), max_records, seed)
     rng = np.random.default_rng(seed)
 
     train_counts = np.zeros(K, dtype=np.int64)
     train_patches = []
-    for batch in window_batches(StoreWindows(store, "train", random_crop=False, max_window_s=10)):
-        codes = tokenizer.encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, L, P]
-        train_counts += np.bincount(codes[codes >= 0].numpy(), minlength=K)
+    for batch in window_batches(StoreWindows(store, random_crop=False, max_window_s=10, rows=train_rows)):
         train_patches.append(batch["patches"][~batch["pad_mask"]].numpy())  # [n, S]
+        batch = to_device(batch, device)
+        codes = tokenizer.encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, L, P]
+        train_counts += np.bincount(codes[codes >= 0].cpu().numpy(), minlength=K)
     if not train_patches:
         raise ValueError(f"{store.root}: no train records to fit the baselines on")
     train_patches = np.concatenate(train_patches)
@@ -135,39 +157,39 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
     stable = shifted = 0
     scored = 0
     correct = {"backbone": 0, "most_frequent": 0, "other_lead": 0, "neighbour": 0}
-    generator = torch.Generator().manual_seed(seed)
-    for dataset in held_out:
-        for batch in window_batches(dataset):
-            patches, lead_ids, pad = batch["patches"], batch["lead_ids"], batch["pad_mask"]
-            valid = ~pad  # [B, L, P]
-            out = tokenizer(batch)
-            codes = out.indices  # [B, L, P]
-            counts += np.bincount(codes[valid].numpy(), minlength=K)
-            sq_error += float(((out.reconstruction - patches) ** 2)[valid].sum())
-            held_patches.append(patches[valid].numpy())
-            encoder_out.append(out.encoded[valid.flatten(1)])  # [n, d_c]
+    generator = torch.Generator(device).manual_seed(seed)
+    for batch in window_batches(held_out):
+        batch = to_device(batch, device)
+        patches, lead_ids, pad = batch["patches"], batch["lead_ids"], batch["pad_mask"]
+        valid = ~pad  # [B, L, P]
+        out = tokenizer(batch)
+        codes = out.indices  # [B, L, P]
+        counts += np.bincount(codes[valid].cpu().numpy(), minlength=K)
+        sq_error += float(((out.reconstruction - patches) ** 2)[valid].sum())
+        held_patches.append(patches[valid].cpu().numpy())
+        encoder_out.append(out.encoded[valid.flatten(1)])  # [n, d_c]
 
-            if patches.shape[2] > 1:
-                moved, moved_pad = shifted_patches(patches, pad, round(SHIFT_S * tokenizer.config.patch_size))
-                moved_codes = tokenizer.encode(moved, lead_ids, moved_pad)  # [B, L, P-1]
-                both = ~moved_pad
-                stable += int((moved_codes == codes[..., :-1])[both].sum())
-                shifted += int(both.sum())
+        if patches.shape[2] > 1:
+            moved, moved_pad = shifted_patches(patches, pad, round(SHIFT_S * tokenizer.config.patch_size))
+            moved_codes = tokenizer.encode(moved, lead_ids, moved_pad)  # [B, L, P-1]
+            both = ~moved_pad
+            stable += int((moved_codes == codes[..., :-1])[both].sum())
+            shifted += int(both.sum())
 
-            if backbone is not None:
-                mask = random_token_mask(pad, backbone.config.mask_ratio, generator)  # [B, L, P]
-                features = backbone.forward_features(patches, lead_ids, pad, mask)  # [B, N, D]
-                predicted = backbone.forward_head(features).argmax(-1).view(pad.shape)  # [B, L, P]
-                other_lead, neighbour = copy_code_guesses(codes, pad, mask, most_frequent)
-                target = codes[mask]
-                correct["backbone"] += int((predicted[mask] == target).sum())
-                correct["most_frequent"] += int((target == most_frequent).sum())
-                correct["other_lead"] += int((other_lead[mask] == target).sum())
-                correct["neighbour"] += int((neighbour[mask] == target).sum())
-                scored += int(mask.sum())
+        if backbone is not None:
+            mask = random_token_mask(pad, backbone.config.mask_ratio, generator)  # [B, L, P]
+            features = backbone.forward_features(patches, lead_ids, pad, mask)  # [B, N, D]
+            predicted = backbone.forward_head(features).argmax(-1).view(pad.shape)  # [B, L, P]
+            other_lead, neighbour = copy_code_guesses(codes, pad, mask, most_frequent)
+            target = codes[mask]
+            correct["backbone"] += int((predicted[mask] == target).sum())
+            correct["most_frequent"] += int((target == most_frequent).sum())
+            correct["other_lead"] += int((other_lead[mask] == target).sum())
+            correct["neighbour"] += int((neighbour[mask] == target).sum())
+            scored += int(mask.sum())
 
     n_tokens = int(counts.sum())
-    encoder_out = torch.cat(encoder_out)
+    encoder_out = torch.cat(encoder_out).cpu()
     if len(encoder_out) > max_cosine_tokens:
         encoder_out = encoder_out[torch.from_numpy(rng.choice(len(encoder_out), max_cosine_tokens, replace=False))]
     held_patches = np.concatenate(held_patches)
@@ -179,7 +201,7 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
         "code_perplexity_fraction": code_perplexity(counts) / K,
         "encoder_mean_cosine": mean_pairwise_cosine(encoder_out),
         "patch_mse": sq_error / max(n_tokens * S, 1),
-        **reconstruction_baselines(train_patches, held_patches, K, tokenizer.config.code_dim, seed),
+        **(baselines or reconstruction_baselines(train_patches, held_patches, K, tokenizer.config.code_dim, seed)),
         "codes_unchanged_by_0.1s_shift": stable / max(shifted, 1),
     }
     if backbone is not None:

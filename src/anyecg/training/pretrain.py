@@ -75,6 +75,24 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     return tokenizer.eval()
 
 
+def _health_monitor(store: Store, out: str | Path, config: TrainConfig, every: int, records: int,
+                    probe: str | Path | None, health_data: str | Path | None, preset: str, window_s: int | None):
+    """The `after_step` hook that writes health figures every `every` steps (None when 0), on the
+    held-out records of `health_data` (default: the pretraining store)."""
+    if every == 0:
+        return None
+    if config.fsdp:
+        raise ValueError("health figures are measured on the main process and cannot run with --fsdp; "
+                         "pass --health-every 0")
+    from anyecg.training.health import HealthMonitor  # imports the evaluation code, which imports this module
+
+    measured = store if health_data is None else Store(health_data)
+    measured.recipe.check_compatible(store.recipe)
+    return HealthMonitor(measured, out, every=every, total_steps=config.max_steps, recipe=store.recipe, preset=preset,
+                         window_s=window_s, max_records=records, probe_store=None if probe is None else Store(probe),
+                         seed=config.seed)
+
+
 def _windows(store: Store, split: str | None, seed: int, window_s: int | None) -> StoreWindows:
     windows = StoreWindows(store, split, random_crop=True, seed=seed, max_window_s=window_s)
     if len(windows) == 0:
@@ -84,27 +102,35 @@ def _windows(store: Store, split: str | None, seed: int, window_s: int | None) -
 
 def pretrain_tokenizer(
     data: str | Path, preset: str, out: str | Path, config: TrainConfig, *, split: str | None = "train",
-    window_s: int | None = None, **overrides,
+    window_s: int | None = None, health_every: int = 0, health_records: int = 200,
+    health_probe: str | Path | None = None, health_data: str | Path | None = None, **overrides,
 ) -> dict[str, float]:
     """Stage 1 on the store's `split` records; the finished tokenizer lands in `out/final`.
 
     Each record gives one random window per epoch: at most `window_s` seconds (default: as many as
-    the 1024-token budget allows for its lead count).
+    the 1024-token budget allows for its lead count). With `health_every`, `training.health` writes
+    health figures on `health_records` val/test records of `health_data` (default: `data`; a store
+    prepared with the same recipe), plus a linear probe on the labelled store `health_probe`.
     """
     store = Store(data)
     tok_config = tokenizer_config(preset, **overrides)
+    torch.manual_seed(config.seed)  # initial weights from the run's seed, not from whatever ran before
     model = Tokenizer(tok_config)
     return train(
         model, _windows(store, split, config.seed, window_s), collate_windows, config, out,
         model_config=model_config("tokenizer", preset, tok_config, None, window_s), recipe_json=store.recipe.to_json(),
+        after_step=_health_monitor(store, out, config, health_every, health_records, health_probe, health_data,
+                                   preset, window_s),
     )
 
 
 def pretrain_backbone(
     data: str | Path, tokenizer_dir: str | Path, preset: str, out: str | Path, config: TrainConfig,
-    *, split: str | None = "train", window_s: int | None = None, **overrides,
+    *, split: str | None = "train", window_s: int | None = None, health_every: int = 0, health_records: int = 200,
+    health_probe: str | Path | None = None, health_data: str | Path | None = None, **overrides,
 ) -> dict[str, float]:
-    """Stage 2 with the frozen tokenizer of `tokenizer_dir` (a stage-1 run folder or its `final`)."""
+    """Stage 2 with the frozen tokenizer of `tokenizer_dir` (a stage-1 run folder or its `final`);
+    health figures as in `pretrain_tokenizer`."""
     store = Store(data)
     tokenizer_dir = _final(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -112,11 +138,14 @@ def pretrain_backbone(
     if saved_recipe.is_file():
         type(store.recipe).from_json(saved_recipe.read_text()).check_compatible(store.recipe)
     bb_config = backbone_config(preset, num_codes=tokenizer.config.num_codes, **overrides)
+    torch.manual_seed(config.seed)  # initial weights from the run's seed, not from whatever ran before
     model = MaskedCodeModel(tokenizer, Backbone(bb_config))
     return train(
         model, _windows(store, split, config.seed, window_s), collate_windows, config, out,
         model_config=model_config("pretrain", preset, tokenizer.config, bb_config, window_s),
         recipe_json=store.recipe.to_json(),
+        after_step=_health_monitor(store, out, config, health_every, health_records, health_probe, health_data,
+                                   preset, window_s),
     )
 
 
