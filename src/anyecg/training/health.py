@@ -126,24 +126,27 @@ def plot_health(history: list[dict], path: str | Path) -> None:
     def series(key: str) -> list[float]:
         return [entry.get(key, float("nan")) for entry in history]
 
+    # (title, lines, y limits): shares and cosines on their full range, so "near 0" reads as such
     panels = [
         ("codebook (held out)", [("usage", "code_usage"), ("perplexity / K", "code_perplexity_fraction"),
-                                 ("codes unchanged by 0.1 s shift", "codes_unchanged_by_0.1s_shift")]),
-        ("encoder collapse", [("mean cosine of encoder outputs", "encoder_mean_cosine")]),
+                                 ("codes unchanged by 0.1 s shift", "codes_unchanged_by_0.1s_shift")], (0, 1.05)),
+        ("encoder collapse", [("mean cosine of encoder outputs", "encoder_mean_cosine")], (-0.05, 1.05)),
         ("patch reconstruction MSE", [("tokenizer", "patch_mse"), ("k-means, same K", "kmeans_mse"),
-                                      ("mean patch", "mean_patch_mse")]),
+                                      ("mean patch", "mean_patch_mse")], None),
     ]
     if any("masked_code_accuracy" in entry for entry in history):
         panels.append(("masked-code accuracy", [("backbone", "masked_code_accuracy"),
                                                 ("copy other lead", "copy_other_lead_accuracy"),
                                                 ("copy neighbour", "copy_neighbour_accuracy"),
-                                                ("most frequent code", "most_frequent_code_accuracy")]))
+                                                ("most frequent code", "most_frequent_code_accuracy")], None))
     if any("probe_val_macro_auroc" in entry for entry in history):
-        panels.append(("linear probe", [("val macro AUROC", "probe_val_macro_auroc")]))
+        panels.append(("linear probe", [("val macro AUROC", "probe_val_macro_auroc")], None))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (title, lines) in zip(axes[0], panels):
+    for ax, (title, lines, limits) in zip(axes[0], panels):
         for label, key in lines:
             ax.plot(hours, series(key), marker="o", markersize=3, label=label)
+        if limits is not None:
+            ax.set_ylim(*limits)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training hours")
         ax.legend(fontsize=7)
