@@ -1,7 +1,11 @@
-"""Regenerate `docs/results.md`: the downstream benchmarks on the real recordings in ../shared/data, on CPU.
+"""The task harness: beats, anomaly windows, lead generation and long recordings on ../shared/data, on CPU.
 
-    python scripts/results.py                            # the full run; writes docs/results.md and its figures
+    python scripts/results.py                            # the full run; writes results-work/results.md and figures
     python scripts/results.py --smoke --out /tmp/r.md    # every code path, one seed, a few steps
+
+It runs every task at fixed step budgets (`Budget`), not with the epoch-based, validation-selected
+recipe of `finetune --task classify`, so its tables are not in `docs/results.md` (which holds the
+benchmarks measured with that recipe).
 
 Benchmarks (each table: AnyECG pretrained and random init, every baseline, ECG-FM and ECGFounder):
 1. MIT-BIH inter-patient AAMI beat classes, DS1 -> DS2.
@@ -612,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--work", type=Path, default=REPO / "results-work", help="run folders (resumable)")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
+    parser.add_argument("--out", type=Path, default=REPO / "results-work" / "results.md")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one torch thread each")
     parser.add_argument("--smoke", action="store_true", help="one seed, a few steps, 10 MIT-BIH records")
     parser.add_argument("--only", help="run only the tables whose name contains this (beats, anomaly, ...)")
