@@ -31,7 +31,7 @@ def runs(small_store, tmp_path_factory):
     pretrain_tokenizer(small_store, "anyecg-tiny", root / "tok-plain", CONFIG)
     pretrain_tokenizer(small_store, "anyecg-tiny", root / "tok", CONFIG, health_every=2, health_records=6)
     pretrain_backbone(small_store, root / "tok", "anyecg-tiny", root / "bb", CONFIG, health_every=3,
-                      health_records=6, health_probe=small_store)
+                      health_records=6, health_probe=small_store, health_data=small_store)
     return root
 
 
