@@ -76,7 +76,7 @@ def plot(tasks: list[tuple[str, dict, dict]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
     for ax, (name, probes, runs) in zip(axes[0], tasks):
-        series = [(f"{init}, linear probe", "--", [probes.get((init, f)) for f in FRACTIONS])
+        series = [(f"AnyECG {init}, linear probe", "--", [probes.get((init, f)) for f in FRACTIONS])
                   for init in ("pretrained", "random init")]
         for key, label in FINETUNED.items():
             points = [runs.get((key, f)) for f in FRACTIONS]
