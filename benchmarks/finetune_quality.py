@@ -37,9 +37,12 @@ option shown): test macro F1 / accuracy / macro AUROC, wall time of the finetune
   0.773 +/- 0.040, F1 AF 0.38 +/- 0.05), 6.7 min;
 - the anyecg-small shipped before it: 0.581 / 0.781 / 0.762 (F1 AF 0.29), 6.2 min under heavy load,
   kept epoch 15 of 21; its random init 0.540;
-- `--baseline xresnet1d-tiny`: 0.573 / 0.756 / 0.867, 6.7 min, kept epoch 6 of 12;
+- `--baseline xresnet1d-tiny`: 0.573 / 0.756 / 0.867, 6.7 min, kept epoch 6 of 12; with `--seeds 5`
+  0.603 +/- 0.118 macro F1 (seeds 0.43-0.75), AUROC 0.832 +/- 0.084, 26 min beside three other runs;
 - `--baseline xresnet1d18 --budget-minutes 20`: 0.675 / 0.774 / 0.910 (F1 AF 0.69, N 0.86, O 0.48),
-  19.3 min, kept epoch 5 of 9 (budget).
+  19.3 min, kept epoch 5 of 9 (budget);
+- `--baseline inception1d --budget-minutes 20` (2 threads): 0.658 / 0.817 / 0.906 (F1 AF 0.71, N 0.90,
+  O 0.37), 13.6 min, kept epoch 5 of 11 (early stopping).
 Well below the 0.83 of CinC 2017 (a different data set); with one seed and ~40 test records per
 minority class, differences under ~0.05 are within noise.
 """
