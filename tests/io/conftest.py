@@ -46,3 +46,19 @@ def formats_dir(shared_data) -> Path:
     if not (root / "MANIFEST.tsv").is_file():
         pytest.skip(f"clinical format samples not found at {root}")
     return root
+
+
+@pytest.fixture
+def damaged_xml(tmp_path):
+    """Write tmp_path/bad.xml: an XML export with its first `old` (from `after` on) replaced by `new`,
+    or every one with `every=True`; `old` must be there, so a damage that misses fails loudly."""
+
+    def damage(source: Path, old: str, new: str, *, encoding: str = "utf-8", after: str = "", every: bool = False) -> Path:
+        text = source.read_text(encoding=encoding)
+        start = text.index(after) if after else 0
+        assert old in text[start:], f"{old!r} is not in {source.name}"
+        path = tmp_path / "bad.xml"
+        path.write_text(text[:start] + text[start:].replace(old, new, -1 if every else 1), encoding=encoding)
+        return path
+
+    return damage

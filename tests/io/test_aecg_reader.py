@@ -79,9 +79,6 @@ def test_found_in_folder(formats_dir):
     ('<increment value="0.002" unit="s"/>', '<increment value="0.002" unit="furlong"/>', r"TIME_ABSOLUTE sequence: <increment> '0.002' 'furlong' is not a time interval"),
     ('xsi:type="SLIST_PQ"', 'xsi:type="SLIST_XYZ"', r"MDC_ECG_LEAD_II sequence: value type 'SLIST_XYZ' is not supported"),
 ])
-def test_damaged_fields(formats_dir, tmp_path, old, new, problem):
-    text = (formats_dir / "hl7_aecg" / "FDA_minimum_aecg.xml").read_text()
-    assert old in text
-    (tmp_path / "bad.xml").write_text(text.replace(old, new))
+def test_damaged_fields(formats_dir, damaged_xml, old, new, problem):
     with pytest.raises(RecordError, match=r"bad\.xml: " + problem):
-        read_record(tmp_path / "bad.xml")
+        read_record(damaged_xml(formats_dir / "hl7_aecg" / "FDA_minimum_aecg.xml", old, new, every=True))

@@ -76,14 +76,6 @@ def test_found_by_content(formats_dir, tmp_path):
     assert read_header(copy).n_samples == 5000
 
 
-def _damage(formats_dir, tmp_path, old: str, new: str, count: int = 1):
-    text = (formats_dir / "muse_xml" / "easyRecg_muse_ecg1.xml").read_text(encoding="latin-1")
-    rhythm = text.index("<WaveformType>Rhythm</WaveformType>")
-    path = tmp_path / "bad.xml"
-    path.write_text(text[:rhythm] + text[rhythm:].replace(old, new, count), encoding="latin-1")
-    return path
-
-
 @pytest.mark.parametrize("old, new, problem", [
     ("<WaveFormData>\nIAAg", "<WaveFormData>\nI*Ag", r"Rhythm lead I: WaveFormData is not valid base64"),
     ("IAAgACAAIAAi", "IAAgACAA", r"Rhythm lead I: WaveFormData decodes to 9997 bytes, LeadByteCountTotal says 10000"),
@@ -93,9 +85,10 @@ def _damage(formats_dir, tmp_path, old: str, new: str, count: int = 1):
     ("MICROVOLTS", "MILLIMETERS", r"Rhythm lead I: LeadAmplitudeUnits 'MILLIMETERS' is not a voltage unit"),
     ("<SampleBase>500<", "<SampleBase>0<", r"Rhythm waveform: SampleBase 0 is not a positive rate"),
 ])
-def test_damaged_fields(formats_dir, tmp_path, old, new, problem):
+def test_damaged_fields(formats_dir, damaged_xml, old, new, problem):
+    source = formats_dir / "muse_xml" / "easyRecg_muse_ecg1.xml"
     with pytest.raises(RecordError, match=r"bad\.xml: " + problem):
-        read_record(_damage(formats_dir, tmp_path, old, new))
+        read_record(damaged_xml(source, old, new, encoding="latin-1", after="<WaveformType>Rhythm</WaveformType>"))
 
 
 def test_empty_lead(formats_dir, tmp_path):

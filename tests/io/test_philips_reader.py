@@ -66,14 +66,6 @@ def test_found_in_folder(formats_dir):
     assert find_records([formats_dir / "philips_sierra_xml"]) == _files(formats_dir)
 
 
-def _damaged(formats_dir, tmp_path, old: str, new: str):
-    text = (formats_dir / "philips_sierra_xml" / "129DYPRG.XML").read_text(encoding="utf-8")
-    assert old in text
-    path = tmp_path / "bad.xml"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
-    return path
-
-
 @pytest.mark.parametrize("old, new, problem", [
     ('compressmethod="XLI"', 'compressmethod="ZIP"', r"parsedwaveforms compression 'ZIP' is unknown"),
     ('dataencoding="Base64"', 'dataencoding="Hex"', r"parsedwaveforms dataencoding 'Hex' is not supported"),
@@ -81,9 +73,9 @@ def _damaged(formats_dir, tmp_path, old: str, new: str):
     ("<samplingrate>500<", "<samplingrate>fast<", r"signalcharacteristics samplingrate 'fast' is not a number"),
     ("<documentversion>1.03<", "<documentversion>9.99<", r"Philips XML: Files of type SierraECG 9.99 are unsupported"),
 ])
-def test_damaged_fields(formats_dir, tmp_path, old, new, problem):
+def test_damaged_fields(formats_dir, damaged_xml, old, new, problem):
     with pytest.raises(RecordError, match=r"bad\.xml: " + problem):
-        read_record(_damaged(formats_dir, tmp_path, old, new))
+        read_record(damaged_xml(formats_dir / "philips_sierra_xml" / "129DYPRG.XML", old, new))
 
 
 def test_truncated_waveform_block(formats_dir, tmp_path):
