@@ -49,10 +49,9 @@ def main() -> None:
         embed_s = time.perf_counter() - start
         # The control draws fresh random weights for each seed: one random network's features can
         # probe several AUROC points better or worse than another's.
-        features = {"pretrained": lambda seed: pretrained_features,
-                    "random init": lambda seed: store_embeddings(random_init_like(pretrained, seed), store)}
-        for init, features_of in features.items():
-            per_seed = [features_of(seed) for seed in range(args.seeds)]
+        features = {"pretrained": [pretrained_features] * args.seeds,
+                    "random init": [store_embeddings(random_init_like(pretrained, seed), store) for seed in range(args.seeds)]}
+        for init, per_seed in features.items():
             for fraction in args.fractions:
                 runs = [linear_probe(per_seed[seed], targets, splits, patients, label_fraction=fraction, seed=seed)
                         for seed in range(args.seeds)]

@@ -29,6 +29,7 @@ from anyecg.data.store import Store
 from anyecg.evaluation.tokenizer_report import code_perplexity, window_batches
 from anyecg.models.backbone import random_token_mask
 from anyecg.pretrained import AnyECG
+from anyecg.training.loop import to_device
 
 SHIFT_S = 0.1
 
@@ -106,10 +107,6 @@ def reconstruction_baselines(train: np.ndarray, held_out: np.ndarray, n_codes: i
 
 
 @torch.no_grad()
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {key: value.to(device) if isinstance(value, Tensor) else value for key, value in batch.items()}
-
-
 def split_rows(store: Store, splits: tuple[str, ...], max_records: int | None, seed: int) -> np.ndarray:
     """Manifest rows of `splits`, split by split, at most `max_records` of them (a seeded draw, order kept)."""
     split = store.manifest["split"].to_numpy()

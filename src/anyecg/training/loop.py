@@ -124,6 +124,11 @@ def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | 
     return None
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """The batch with every tensor on `device` (other entries as they are)."""
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+
+
 def _scalars(output) -> dict[str, float]:
     """Every scalar of a model output (a dataclass or dict) as a float, for the log."""
     items = {f.name: getattr(output, f.name) for f in fields(output)} if is_dataclass(output) else dict(output)
@@ -282,7 +287,7 @@ def train(
             group["lr"] = lr_at(step, config)
         step_scalars: dict[str, float] = {}
         for micro in range(config.accumulation):
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in next(batches).items()}
+            batch = to_device(next(batches), device)
             sync = micro == config.accumulation - 1 or context.world_size == 1
             if config.fsdp:
                 model.set_requires_gradient_sync(sync)
