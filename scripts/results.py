@@ -265,7 +265,7 @@ def execute(run: Run, stores: dict[str, Path], out: Path, budget: Budget) -> dic
     if run.task == "beats":
         from anyecg.tasks.beat_task import BeatConfig, finetune_beats
 
-        summary = finetune_beats(data, out, BeatConfig(steps=budget.steps, max_beats_per_record=budget.beats_per_record,
+        summary = finetune_beats(data, out, BeatConfig(max_steps=budget.steps, max_beats_per_record=budget.beats_per_record,
                                                        **common, **options))
     elif run.task == "anomaly":
         from anyecg.tasks.runner import FinetuneConfig, finetune

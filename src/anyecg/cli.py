@@ -111,10 +111,10 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                    help="default: 1 for classify/anomaly/arrhythmia (use 5 for benchmarks), 5 for the other tasks")
     p.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training labels (per class)")
     p.add_argument("--steps", type=int, default=None,
-                   help="training steps (default 200); classify/anomaly/arrhythmia train by epochs, this caps their steps")
-    p.add_argument("--max-epochs", type=int, default=30, help="classify/anomaly/arrhythmia: most epochs per seed")
-    p.add_argument("--patience", type=int, default=6, help="classify/...: stop after this many epochs without a better val score")
-    p.add_argument("--budget-minutes", type=float, help="classify/...: wall-time budget per seed; stops before overrunning it")
+                   help="training steps (default 200); classify/anomaly/arrhythmia/beats train by epochs, this caps their steps")
+    p.add_argument("--max-epochs", type=int, default=30, help="classify/anomaly/arrhythmia/beats: most epochs per seed")
+    p.add_argument("--patience", type=int, default=6, help="classify/.../beats: stop after this many epochs without a better val score")
+    p.add_argument("--budget-minutes", type=float, help="classify/.../beats: wall-time budget per seed; stops before overrunning it")
     p.add_argument("--leads", type=_lead_list, default=[],
                    help="classify/...: read a store lead as another, e.g. I (the single unnamed lead is lead I) or MLII=II")
     p.add_argument("--batch-size", type=int, default=32)
@@ -128,6 +128,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-bursts", type=float, default=0.0, help="leadgen noise: electrode-motion burst share")
     p.add_argument("--noise-seed", type=int, default=0, help="leadgen noise: seed of the fixed evaluation corruption")
     p.add_argument("--max-beats-per-record", type=int, help="beats: a seeded subset of each record's beats (CPU runs)")
+    p.add_argument("--rr-features", action=argparse.BooleanOptionalAction, default=True,
+                   help="beats: join each beat's RR-interval features to the network's before the head")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
     p.add_argument("--model", required=True, type=Path, help="fine-tuned model: a finetune run folder or its seed-K/final")
     p.add_argument("--data", required=True, type=Path)
@@ -145,8 +147,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
         summary = finetune_beats(args.data, args.out, BeatConfig(
             model=str(args.model) if args.model else None, baseline=args.baseline, random_init=args.random_init,
-            linear_probe=args.linear_probe, seeds=seeds, steps=steps, batch_size=args.batch_size,
-            lr=args.lr, max_beats_per_record=args.max_beats_per_record,
+            linear_probe=args.linear_probe, rr_features=args.rr_features, seeds=seeds, max_epochs=args.max_epochs,
+            patience=args.patience, budget_minutes=args.budget_minutes, max_steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr, max_beats_per_record=args.max_beats_per_record,
         ))
         headline = {k: summary["metrics"][k] for k in ("accuracy", "f1_macro") if k in summary["metrics"]}
         print(json.dumps(to_jsonable(headline)))

@@ -10,6 +10,7 @@ import wfdb
 
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import Store
+from anyecg.tasks.beats import RR_FEATURES, rr_features
 from anyecg.tasks.beat_task import (
     CLASSES,
     BeatConfig,
@@ -45,7 +46,34 @@ def rows(beat_store):
 
 def test_ds1_ds2_assignment_from_record_ids(beat_store, rows):
     split = split_rows(beat_store)
-    assert split == {"train": [rows["101"], rows["106"], rows["208"]], "test": [rows["100"], rows["105"]]}
+    ds1 = [rows["101"], rows["106"], rows["208"]]
+    assert split["test"] == [rows["100"], rows["105"]]
+    assert len(split["val"]) == 1 and sorted(split["train"] + split["val"]) == sorted(ds1)
+    assert split_rows(beat_store) == split  # deterministic
+    assert split_rows(beat_store, val_fraction=0.0) == {"train": ds1, "val": [], "test": [rows["100"], rows["105"]]}
+
+
+def test_rr_features_by_hand():
+    fs = 300.0
+    peaks = np.array([0, 300, 600, 750, 1200])  # RR 1, 1, 0.5 (premature beat 3), 1.5 s (compensatory pause)
+    features = rr_features(peaks, fs)
+    assert features.shape == (5, len(RR_FEATURES)) and features.dtype == np.float32
+    pre = np.array([1, 1, 1, 0.5, 1.5])
+    post = np.array([1, 1, 0.5, 1.5, 1.5])
+    local = np.array([1, 1, 1, 3.5 / 4, 5 / 5])  # mean of the RR intervals up to each beat
+    record = np.full(5, 1.0)  # median of 1, 1, 0.5, 1.5
+    expected = np.log(np.stack([pre, post, local, record, pre / local, post / local, pre / record, post / record,
+                                pre / post], axis=1))
+    np.testing.assert_allclose(features, expected, rtol=1e-6, atol=1e-6)
+    assert rr_features(np.array([10]), fs).shape == (1, len(RR_FEATURES)) and not rr_features(np.array([10]), fs).any()
+
+
+def test_rr_features_mark_premature_beats_of_a_real_record(beat_store, rows):
+    """MIT-BIH 208: its annotated PVCs come early (short RR before, relative to the local rhythm)."""
+    beats, _ = record_beats(beat_store, rows["208"], window_s=3)
+    early = RR_FEATURES.index("log_pre_over_local")
+    by_class = {c: np.median([b.rr[early] for b in beats if b.label == c]) for c in ("N", "V")}
+    assert by_class["V"] < -0.1 < by_class["N"], by_class
 
 
 @pytest.mark.parametrize("record_id", RECORDS)
@@ -75,6 +103,7 @@ def test_max_beats_per_record_is_a_seeded_subset(beat_store, rows):
 def test_class_weights_by_hand():
     weights = class_weights(["N"] * 6 + ["V"] * 2)
     np.testing.assert_allclose(weights, [8 / (4 * 6), 0.0, 8 / (4 * 2), 0.0])
+    np.testing.assert_allclose(class_weights(["N"] * 6 + ["V"] * 2, power=0.5), [(8 / 24) ** 0.5, 0.0, 1.0, 0.0])
 
 
 @pytest.mark.parametrize("baseline", [None, "xresnet1d-tiny"])
@@ -102,10 +131,12 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(beat_store, baseline):
 
 @pytest.mark.parametrize("baseline", [None, "xresnet1d-tiny"])
 def test_finetune_then_evaluate_reloads_strictly_and_reproduces_metrics(beat_store, tmp_path, baseline):
-    config = BeatConfig(baseline=baseline, linear_probe=baseline is None, seeds=2, steps=3, batch_size=8,
+    config = BeatConfig(baseline=baseline, linear_probe=baseline is None, seeds=2, max_steps=3, batch_size=8,
                         max_beats_per_record=12)
     summary = finetune_beats(beat_store.root, tmp_path / "run", config)
-    assert summary["train_records"] == ["101", "106", "208"] and summary["test_records"] == ["100", "105"]
+    assert sorted(summary["train_records"] + summary["val_records"]) == ["101", "106", "208"]
+    assert summary["test_records"] == ["100", "105"] and len(summary["val_records"]) == 1
+    assert [fit["kept_epoch"] for fit in summary["fits"]] == [1, 1]  # one epoch: max_steps stops it
     assert summary["metrics"]["accuracy"]["n"] == 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["max_beats_per_record"] == 12
 
@@ -114,7 +145,8 @@ def test_finetune_then_evaluate_reloads_strictly_and_reproduces_metrics(beat_sto
     assert saved["n"] == 24 and saved["records"] == ["100", "105"] and saved["classes"] == CLASSES
     assert sum(saved["per_class"][c]["support"] for c in CLASSES) == 24
     model, model_config = load_beat_model(run / "final")
-    assert model_config["task"] == "beats" and model_config["train_beats"]["V"] > 0
+    assert model_config["task"] == "beats" and model_config["train_beats"]["V"] > 0 and model_config["rr_features"]
+    assert model_config["val_records"] == summary["val_records"] and model_config["selected_epoch"] == 1
     again = evaluate_beats(run / "final", beat_store.root, tmp_path / "again")
     assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == saved
     assert again["confusion"] == saved["confusion"]
@@ -146,9 +178,23 @@ def test_cli_finetune_and_evaluate_beats(beat_store, tmp_path, capsys):
 
     out = tmp_path / "cli"
     assert main(["finetune", "--task", "beats", "--data", str(beat_store.root), "--out", str(out), "--baseline",
-                 "xresnet1d-tiny", "--seeds", "1", "--steps", "3", "--batch-size", "16", "--max-beats-per-record", "40"]) == 0
+                 "xresnet1d-tiny", "--seeds", "1", "--steps", "3", "--batch-size", "16", "--max-beats-per-record", "40",
+                 "--no-rr-features"]) == 0
     assert set(json.loads(capsys.readouterr().out.splitlines()[0])) == {"accuracy", "f1_macro"}
+    assert not json.loads((out / "seed-0" / "final" / "config.json").read_text())["rr_features"]
     assert main(["evaluate", "--model", str(out / "seed-0" / "final"), "--data", str(beat_store.root), "--out",
                  str(tmp_path / "ev")]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == json.loads(
         (out / "seed-0" / "test" / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("rr", [True, False])
+def test_rr_features_reach_the_head_only_when_on(beat_store, rr):
+    beats, _ = split_beats(beat_store, "train", 3, max_beats=4, seed=0)
+    model, form, contract, _ = _build(BeatConfig(baseline="xresnet1d-tiny", rr_features=rr), class_weights([b.label for b in beats]))
+    batch = collate_beats([BeatWindows(beat_store, beats, form=form, contract=contract)[i] for i in range(len(beats))])
+    assert batch["rr"].shape == (len(beats), len(RR_FEATURES))
+    model.eval()
+    with torch.no_grad():
+        moved = model.logits({**batch, "rr": batch["rr"] + 1.0}) - model.logits(batch)  # [B, K]
+    assert (moved.abs().max() > 1e-4) == rr

@@ -15,11 +15,11 @@ from anyecg.training.loop import TrainConfig
 
 @pytest.fixture(scope="module")
 def store(shared_data, tmp_path_factory, copy_records):
-    """24 CinC 2021 12-lead records (anomaly labels) and MIT-BIH 208 (DS1) and 100 (DS2) for beats."""
+    """24 CinC 2021 12-lead records (anomaly labels) and MIT-BIH 101, 208 (DS1: train and validation) and 100 (DS2) for beats."""
     src = tmp_path_factory.mktemp("family_src")
     cinc = [header.stem for header in sorted((shared_data / "cinc2021").glob("*.hea"))[:24]]
     copy_records(shared_data / "cinc2021", src / "cinc2021", cinc)
-    copy_records(shared_data / "mitdb", src / "mitdb", ["100", "208"])
+    copy_records(shared_data / "mitdb", src / "mitdb", ["100", "101", "208"])
     out = tmp_path_factory.mktemp("family_store")
     prepare(PrepareConfig(sources=[src], out=out, progress=False))
     return out
@@ -75,7 +75,7 @@ def test_beat_classification_with_a_family(pretrained, store, tmp_path):
     from anyecg.tasks.beat_task import BeatConfig, evaluate_beats, finetune_beats
 
     _, run = pretrained
-    summary = finetune_beats(store, tmp_path / "beats", BeatConfig(model=str(run), seeds=1, steps=2, batch_size=8,
+    summary = finetune_beats(store, tmp_path / "beats", BeatConfig(model=str(run), seeds=1, max_steps=2, batch_size=8,
                                                                    max_beats_per_record=20))
     assert summary["test_records"] == ["100"] and np.isfinite(summary["metrics"]["accuracy"]["mean"])
     again = evaluate_beats(tmp_path / "beats" / "seed-0" / "final", store, tmp_path / "ev")

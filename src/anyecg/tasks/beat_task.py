@@ -1,27 +1,36 @@
 """MIT-BIH inter-patient beat classification (AAMI N, S, V, F; de Chazal et al. 2004).
 
 Train on the DS1 records present in the store, test on the DS2 records (`anyecg.tasks.beats`):
-no patient is in both. Every beat is one example: a `window_s` window of all the record's leads
-with the R peak in the middle. Beats of class Q (paced, fusion of paced, unclassifiable) are left
-out of training and scoring, as in de Chazal et al. and the AAMI EC57 inter-patient protocol; their
-count is reported. Class imbalance (N is about 90% of DS1) is handled by weighted cross-entropy,
-each class weighted by `n_beats / (n_classes * n_class)` over the training beats.
+no patient is in both. A fifth of the DS1 patients (stratified by their rarest beat class) is held
+out as the validation split that picks the epoch kept (`anyecg.tasks.fit`: epochs of
+`epoch_beats` beats drawn from the training beats, early stopping, resumable); DS2 is scored once,
+by the kept model. Every beat is one example: a `window_s` window of all the record's leads with
+the R peak in the middle, plus (`rr_features`, default on) the beat's RR-interval features
+(`beats.rr_features`: pre / post / local / record RR and their ratios) joined to the network's
+features before the head. Beats of class Q (paced, fusion of paced, unclassifiable) are left out
+of training and scoring, as in de Chazal et al. and the AAMI EC57 inter-patient protocol; their
+count is reported. Class imbalance (N is about 90% of DS1) is handled by class-weighted
+cross-entropy, each class weighted by `(n_beats / (n_classes * n_class)) ** class_weight_power`
+over the training beats (0.5 by default: full inverse-frequency weights buy S and V recall with
+many false alarms on N, which is 89% of DS2).
 
 Models:
 - `anyecg`: the window's 1-second patches (3 tokens per lead for 3 s) through the pretrained
-  backbone; the contextual tokens of the patch that holds the R peak are averaged over leads and
-  fed to a linear head (`linear_probe` freezes the backbone);
+  backbone; the contextual tokens of the patch that holds the R peak are averaged over leads
+  (`linear_probe` freezes the backbone);
 - a baseline preset (`anyecg.models.baselines`, e.g. "xresnet1d-tiny" or "inception1d") on the
   same window through its `SignalContract(fs=300, window_s=window_s, leads=baseline_leads)`;
 - a pretrained ECG-FM or ECGFounder run (`model` names its folder): the window converted to the
-  family's rate and leads and zero-padded to its input length, pooled features, a linear head.
+  family's rate and leads and zero-padded to its input length, pooled features.
+The head is linear on the network's features, or with RR features a two-layer MLP on both (so that
+"premature" and "wide QRS" can combine).
 
 `max_beats_per_record` keeps a seeded random subset of each record's beats (CPU runs); it is
 stored in the checkpoint and in every metrics file, since results on a subset are not the
 benchmark's.
 
 A fine-tuned folder is `model.safetensors` + `config.json` (family "finetuned", task "beats",
-classes, class weights, how to rebuild the network) + `recipe.json`.
+classes, class weights, validation records, how to rebuild the network) + `recipe.json`.
 """
 
 from __future__ import annotations
@@ -34,9 +43,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import f1_score
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from anyecg.data.splits import patient_split
 from anyecg.data.store import Store, split_list
 from anyecg.evaluation.metrics import beat_metrics, mean_std_over_seeds, to_jsonable
 from anyecg.evaluation.plots import plot_confusion
@@ -47,14 +58,16 @@ from anyecg.models.contract import SignalContract, to_model_input
 from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
-from anyecg.tasks.beats import beat_samples, beat_windows, inter_patient_split
+from anyecg.tasks.beats import RR_FEATURES, beat_samples, beat_windows, inter_patient_split, rr_features
 from anyecg.tasks.classification import AnyECGClassifier
+from anyecg.tasks.fit import FitConfig, fit
 from anyecg.tasks.folders import CONTRACT_KINDS, load_finetuned_config, write_summary
 from anyecg.training.checkpoint import load_state_dict_strict
-from anyecg.training.loop import FINAL, TrainConfig, train
+from anyecg.training.loop import FINAL
 
 TASK = "beats"
 CLASSES = ["N", "S", "V", "F"]  # AAMI classes scored; Q is excluded
+HEAD_HIDDEN = 64  # width of the MLP head that joins network and RR features
 
 
 @dataclass
@@ -64,10 +77,17 @@ class BeatConfig:
     baseline_leads: tuple[str, ...] = ("II",)  # the baseline's input leads (MIT-BIH: MLII -> II)
     random_init: bool = False  # AnyECG encoder with random weights, same head: a control
     linear_probe: bool = False
+    rr_features: bool = True  # join each beat's RR-interval features to the network's before the head
     seeds: int = 5
-    steps: int = 500
+    max_epochs: int = 30
+    patience: int = 5  # epochs without a better validation macro F1 before stopping
+    epoch_beats: int = 16384  # training beats drawn per epoch (DS1 has ~51,000)
+    budget_minutes: float | None = None  # per seed
+    max_steps: int | None = None  # cap on optimizer steps (smoke runs)
     batch_size: int = 64
     lr: float = 1e-3
+    class_weight_power: float = 0.5  # 1: full inverse-frequency class weights, 0: none
+    val_fraction: float = 0.2  # share of the DS1 patients held out for validation
     window_s: int = 3  # whole seconds, so the window is whole 1-s patches with the beat in the middle one
     max_beats_per_record: int | None = None  # None: every beat (the benchmark)
 
@@ -85,17 +105,21 @@ class Beat:
     stop: int
     peak: int  # R-peak sample
     label: str  # AAMI class
+    rr: np.ndarray  # float32 [len(RR_FEATURES)]
 
 
 def record_beats(store: Store, row: int, window_s: float, max_beats: int | None = None, seed: int = 0) -> tuple[list[Beat], int]:
-    """(the N/S/V/F beats of one stored record with their windows, number of Q beats left out).
+    """(the N/S/V/F beats of one stored record with their windows and RR features, number of Q beats left out).
 
-    With `max_beats`, a random subset of that many beats (drawn from the seeded generator of
-    `(seed, row)`, kept in time order) is returned instead.
+    RR intervals run over every annotated beat, Q beats included. With `max_beats`, a random subset
+    of that many beats (drawn from the seeded generator of `(seed, row)`, kept in time order) is
+    returned instead.
     """
     windows = beat_windows(store, row, window_s=window_s)
     peaks = beat_samples(store, row)  # same beats, same order as the windows
-    beats = [Beat(row, w.start, w.stop, peak, w.label) for w, (peak, _) in zip(windows, peaks) if w.label in CLASSES]
+    rr = rr_features(np.array([peak for peak, _ in peaks]), float(store.recipe.target_fs))  # [n, R]
+    beats = [Beat(row, w.start, w.stop, peak, w.label, rr[i])
+             for i, (w, (peak, _)) in enumerate(zip(windows, peaks)) if w.label in CLASSES]
     excluded_q = sum(w.label == "Q" for w in windows)
     if max_beats is not None and len(beats) > max_beats:
         keep = np.sort(np.random.default_rng([seed, row]).choice(len(beats), size=max_beats, replace=False))
@@ -103,17 +127,39 @@ def record_beats(store: Store, row: int, window_s: float, max_beats: int | None 
     return beats, excluded_q
 
 
-def split_rows(store: Store) -> dict[str, list[int]]:
-    """{"train": manifest rows of DS1 records, "test": rows of DS2 records}, in DS order."""
+def split_rows(store: Store, val_fraction: float = 0.2) -> dict[str, list[int]]:
+    """{"train", "val": manifest rows of DS1 records, "test": rows of DS2 records}, in DS order.
+
+    Validation takes about `val_fraction` of the DS1 patients (`patient_split`, stratified by each
+    record's rarest beat class with at least 10 beats, seed 0; at least one patient when DS1 holds
+    two), so it holds S and V beats of people the model never trained on -- the inter-patient
+    question the benchmark asks.
+    """
     ids = store.manifest["record_id"].astype(str).tolist()
     row_of = {record_id: row for row, record_id in enumerate(ids)}
-    return {split: [row_of[r] for r in records] for split, records in inter_patient_split(ids).items()}
+    split = inter_patient_split(ids)
+    ds1 = [row_of[r] for r in split["train"]]
+    val: set[int] = set()
+    if val_fraction > 0 and len(ds1) > 1:
+        patients = [str(store.manifest.iloc[row]["patient_id"]) for row in ds1]
+        classes = []
+        for row in ds1:
+            counts = pd.Series([label for _, label in beat_samples(store, row)], dtype=object).value_counts()
+            classes.append([c for c in CLASSES if counts.get(c, 0) >= 10])
+        assigned = patient_split(patients, classes, fractions=(1 - val_fraction, val_fraction, 0.0), seed=0)
+        if "val" not in assigned and len(set(patients)) > 1:  # too few patients to deal one: the last one
+            assigned = ["val" if patient == patients[-1] else "train" for patient in patients]
+        val = {row for row, name in zip(ds1, assigned) if name == "val"}
+    return {"train": [r for r in ds1 if r not in val], "val": [r for r in ds1 if r in val],
+            "test": [row_of[r] for r in split["test"]]}
 
 
-def split_beats(store: Store, split: str, window_s: float, max_beats: int | None, seed: int) -> tuple[list[Beat], int]:
-    rows = split_rows(store)[split]
+def split_beats(store: Store, split: str, window_s: float, max_beats: int | None, seed: int,
+                val_fraction: float = 0.2) -> tuple[list[Beat], int]:
+    rows = split_rows(store, val_fraction)[split]
     if not rows:
-        raise ValueError(f"{store.root}: no MIT-BIH {'DS1' if split == 'train' else 'DS2'} records for split {split!r}")
+        where = {"train": "DS1", "val": "held-out DS1 (needs two DS1 patients)", "test": "DS2"}[split]
+        raise ValueError(f"{store.root}: no MIT-BIH {where} records for split {split!r}")
     beats, excluded_q = [], 0
     for row in rows:
         found, q = record_beats(store, row, window_s, max_beats, seed)
@@ -122,16 +168,16 @@ def split_beats(store: Store, split: str, window_s: float, max_beats: int | None
     return beats, excluded_q
 
 
-def class_weights(labels: list[str]) -> np.ndarray:
-    """float32 [K]: n / (K * n_k) per class (0 for a class without beats)."""
+def class_weights(labels: list[str], power: float = 1.0) -> np.ndarray:
+    """float32 [K]: (n / (K * n_k)) ** power per class (0 for a class without beats)."""
     counts = np.array([labels.count(c) for c in CLASSES], dtype=np.float64)
     weights = np.divide(len(labels), len(CLASSES) * counts, out=np.zeros_like(counts), where=counts > 0)
-    return weights.astype(np.float32)
+    return np.where(counts > 0, weights ** power, 0.0).astype(np.float32)
 
 
 class BeatWindows(Dataset):
     """One item per beat: `tokens` form (patches, lead ids, the peak's patch index) for AnyECG, or
-    `contract` form (`x [C, T]`, lead_mask) for a baseline."""
+    `contract` form (`x [C, T]`, lead_mask) for a baseline; both with the beat's `rr` features."""
 
     def __init__(self, store: Store, beats: list[Beat], *, form: str = "tokens", contract: SignalContract | None = None):
         if form not in ("tokens", "contract"):
@@ -148,7 +194,7 @@ class BeatWindows(Dataset):
         beat = self.beats[index]
         signal = self.store.signal(beat.record, start=beat.start, stop=beat.stop)  # [L, T]
         leads = split_list(self.store.manifest.iloc[beat.record]["leads"])
-        item = {"target": CLASSES.index(beat.label), "index": index}
+        item = {"target": CLASSES.index(beat.label), "index": index, "rr": torch.from_numpy(beat.rr)}
         if self.form == "tokens":
             patches, _ = patchify(signal, self.patch_size)  # [L, P, S]
             item.update(patches=torch.from_numpy(patches), lead_ids=torch.from_numpy(lead_ids(leads)),
@@ -162,7 +208,8 @@ class BeatWindows(Dataset):
 def collate_beats(items: list[dict]) -> dict[str, Tensor]:
     """Stack beat items; token items are padded to the batch's largest lead count (pad_mask True = padding)."""
     batch = {"targets": torch.tensor([item["target"] for item in items], dtype=torch.long),
-             "index": torch.tensor([item["index"] for item in items], dtype=torch.long)}
+             "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+             "rr": torch.stack([item["rr"] for item in items])}  # [B, R]
     if "x" in items[0]:
         batch.update(x=torch.stack([item["x"] for item in items]), lead_mask=torch.stack([item["lead_mask"] for item in items]))
         return batch
@@ -190,7 +237,7 @@ class BeatOutput:
 
 
 class AnyECGBeatClassifier(AnyECGClassifier):
-    """Backbone tokens of the patch holding the R peak, averaged over the real leads, then a linear head.
+    """Backbone tokens of the patch holding the R peak, averaged over the real leads.
 
     The other patches of the window still shape those tokens through attention (rhythm context:
     the previous and next beats). `linear_probe=True` freezes the backbone and keeps it in eval mode.
@@ -206,24 +253,38 @@ class AnyECGBeatClassifier(AnyECGClassifier):
         return (at_peak * real).sum(1) / real.sum(1).clamp(min=1)  # [B, D]
 
     def forward_head(self, features: Tensor) -> Tensor:
-        return self.head(features)  # [B, K]
+        return self.head(features)
 
 
 class BeatModel(nn.Module):
-    """A beat network (AnyECG classifier or baseline) trained with class-weighted cross-entropy.
+    """A beat network's features (with the beat's RR features when `rr_features`) through this
+    model's head, trained with class-weighted cross-entropy.
 
-    The weights are a non-persistent buffer: they live in config.json, not in the state dict.
+    The network's own head is replaced by an identity, so its `forward_head` hands over the
+    (dropped-out, where the network has head dropout) features. The class weights are a
+    non-persistent buffer: they live in config.json, not in the state dict.
     """
 
-    def __init__(self, net: nn.Module, weights: np.ndarray):
+    def __init__(self, net: nn.Module, weights: np.ndarray, rr_features: bool):
         super().__init__()
-        self.net = net
+        width = net.head.in_features
+        net.head = nn.Identity()
+        self.net, self.rr_features = net, rr_features
+        if rr_features:
+            self.head = nn.Sequential(nn.Linear(width + len(RR_FEATURES), HEAD_HIDDEN), nn.GELU(),
+                                      nn.Linear(HEAD_HIDDEN, len(CLASSES)))
+        else:
+            self.head = nn.Linear(width, len(CLASSES))
         self.register_buffer("class_weights", torch.as_tensor(weights, dtype=torch.float32), persistent=False)
 
     def logits(self, batch: dict) -> Tensor:
         if "x" in batch:
-            return self.net.forward_head(self.net.forward_features(batch["x"], batch["lead_mask"]))  # [B, K]
-        return self.net.forward_head(self.net.forward_features(batch))  # [B, K]
+            features = self.net.forward_head(self.net.forward_features(batch["x"], batch["lead_mask"]))  # [B, D]
+        else:
+            features = self.net.forward_head(self.net.forward_features(batch))  # [B, D]
+        if self.rr_features:
+            features = torch.cat([features, batch["rr"].to(features.dtype)], dim=-1)  # [B, D + R]
+        return self.head(features)  # [B, K]
 
     def forward(self, batch: dict) -> BeatOutput:
         logits = self.logits(batch).float()
@@ -238,51 +299,77 @@ def _build(config: BeatConfig, weights: np.ndarray) -> tuple[BeatModel, str, Sig
         net = build_baseline(config.baseline, num_classes=len(CLASSES), fs=300.0, window_s=float(config.window_s),
                              leads=config.baseline_leads)
         spec = {"kind": "baseline", "preset": config.baseline, "config": asdict(net.config)}
-        return BeatModel(net, weights), "contract", net.config.contract, spec
+        return BeatModel(net, weights, config.rr_features), "contract", net.config.contract, spec
     if is_family_checkpoint(config.model):  # ECG-FM / ECGFounder: the beat window padded to their input length
         net = FamilyClassifier.from_pretrained(config.model, len(CLASSES), linear_probe=config.linear_probe,
                                                random_init=config.random_init)
         spec = net.spec(config.random_init)
-        return BeatModel(net, weights), "contract", net.config.contract, spec
+        return BeatModel(net, weights, config.rr_features), "contract", net.config.contract, spec
     pretrained = AnyECG.from_pretrained(config.model)
     if pretrained.backbone is None:
         raise ValueError(f"{config.model}: a tokenizer-only checkpoint; beat classification needs a stage-2 (pretrain) checkpoint")
     backbone = Backbone(pretrained.backbone.config) if config.random_init else pretrained.backbone
     net = AnyECGBeatClassifier(backbone, len(CLASSES), linear_probe=config.linear_probe)
     spec = {"kind": "anyecg", "backbone": asdict(backbone.config), "random_init": config.random_init}
-    return BeatModel(net, weights), "tokens", None, spec
+    return BeatModel(net, weights, config.rr_features), "tokens", None, spec
 
 
 # ---------------------------------------------------------------------------------------- finetune / evaluate
 
 
+def validation_f1(model: BeatModel, dataset: BeatWindows, min_beats: int = 20) -> float:
+    """Macro F1 over the classes with at least `min_beats` beats in `dataset` (all present ones if
+    none has): a class with a handful of validation beats (F usually) would make the choice noise."""
+    truth = np.array([CLASSES.index(b.label) for b in dataset.beats])
+    counts = np.bincount(truth, minlength=len(CLASSES))
+    scored = np.flatnonzero(counts >= min_beats) if (counts >= min_beats).any() else np.flatnonzero(counts)
+    predicted = predict_beats(model, dataset).argmax(1)
+    return float(f1_score(truth, predicted, labels=scored, average="macro"))
+
+
 def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dict:
-    """For each seed: train on the DS1 beats, evaluate on the DS2 beats. `out/seed-K/final/` holds
-    each model, `out/seed-K/test/` its evaluation, `out/summary.json` the mean +/- std over seeds."""
+    """For each seed: train on the DS1 training beats by epochs, keep the epoch with the best macro F1
+    (`validation_f1`) on the held-out DS1 patients, evaluate it on the DS2 beats. `out/seed-K/final/` holds each model,
+    `out/seed-K/fit.json` which epoch was kept and why training stopped, `out/seed-K/test/` its
+    evaluation, `out/summary.json` the mean +/- std over seeds. Rerunning resumes an interrupted run."""
     store, out = Store(data), Path(out)
-    per_seed = []
+    rows = split_rows(store, config.val_fraction)
+    record_ids = {split: [str(store.manifest.iloc[row]["record_id"]) for row in split_of] for split, split_of in rows.items()}
+    per_seed, fits = [], []
     for seed in range(config.seeds):
-        beats, excluded_q = split_beats(store, "train", config.window_s, config.max_beats_per_record, seed)
+        beats, excluded_q = split_beats(store, "train", config.window_s, config.max_beats_per_record, seed, config.val_fraction)
+        val_beats, _ = split_beats(store, "val", config.window_s, config.max_beats_per_record, 0, config.val_fraction)
         labels = [b.label for b in beats]
-        weights = class_weights(labels)
+        weights = class_weights(labels, config.class_weight_power)
         model, form, contract, spec = _build(config, weights)
         dataset = BeatWindows(store, beats, form=form, contract=contract)
-        train_config = TrainConfig(max_steps=config.steps, batch_size=min(config.batch_size, len(dataset)), lr=config.lr,
-                                   warmup_steps=max(1, config.steps // 10), save_every=config.steps, log_every=10, seed=seed)
+        val_dataset = BeatWindows(store, val_beats, form=form, contract=contract)
+        fit_config = FitConfig(max_epochs=config.max_epochs, patience=config.patience, budget_minutes=config.budget_minutes,
+                               max_steps=config.max_steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
+                               balanced=False, epoch_items=config.epoch_beats)
         model_config = {
             "family": "finetuned", "task": TASK, "classes": CLASSES, "model": spec, "window_s": config.window_s,
-            "class_weights": weights.tolist(), "finetune": asdict(config),
+            "rr_features": config.rr_features, "class_weights": weights.tolist(), "finetune": asdict(config),
             "train_beats": {c: labels.count(c) for c in CLASSES}, "train_excluded_q": excluded_q,
+            "val_records": record_ids["val"],
         }
         run = out / f"seed-{seed}"
-        train(model, dataset, collate_beats, train_config, run, model_config=model_config, recipe_json=store.recipe.to_json())
+        pretrained = spec["kind"] != "baseline" and not config.random_init and not config.linear_probe
+        result = fit(model, dataset, collate_beats, np.array([CLASSES.index(c) for c in labels]),
+                     lambda m: validation_f1(m, val_dataset), fit_config, run, metric="f1_macro", pretrained=pretrained,
+                     fs=store.recipe.target_fs, model_config=model_config, recipe_json=store.recipe.to_json(),
+                     class_weights=model.class_weights)
+        fits.append({"seed": seed, "kept_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                     "val_f1_macro": result.best_score, "stopped": result.stop_reason})
         per_seed.append(evaluate_beats(run / FINAL, data, run / "test"))
     summary = {
         "task": TASK, "classes": CLASSES, "seeds": config.seeds, "excluded": "Q beats (paced, fusion of paced, unclassifiable)",
-        "class_imbalance": "weighted cross-entropy, n / (K * n_k)", "max_beats_per_record": config.max_beats_per_record,
-        "train_records": [str(store.manifest.iloc[r]["record_id"]) for r in split_rows(store)["train"]],
-        "test_records": [str(store.manifest.iloc[r]["record_id"]) for r in split_rows(store)["test"]],
-        "metrics": mean_std_over_seeds(per_seed),
+        "class_imbalance": f"weighted cross-entropy, (n / (K * n_k)) ** {config.class_weight_power:g}",
+        "rr_features": RR_FEATURES if config.rr_features else None, "max_beats_per_record": config.max_beats_per_record,
+        "model_selection": "epoch with the best macro F1 (classes with >= 20 beats) on the validation records "
+                           "(held-out DS1 patients); test (DS2) scored once, by that model",
+        "train_records": record_ids["train"], "val_records": record_ids["val"], "test_records": record_ids["test"],
+        "fits": fits, "metrics": mean_std_over_seeds(per_seed),
     }
     write_summary(out, summary)
     return summary
@@ -298,13 +385,13 @@ def load_beat_model(directory: str | Path) -> tuple[BeatModel, dict]:
         net = FamilyClassifier.from_spec(spec, len(config["classes"]))
     else:
         net = AnyECGBeatClassifier(Backbone(BackboneConfig(**spec["backbone"])), len(config["classes"]))
-    model = BeatModel(net, np.array(config["class_weights"], dtype=np.float32))
+    model = BeatModel(net, np.array(config["class_weights"], dtype=np.float32), config.get("rr_features", False))
     load_state_dict_strict(model, directory)
     return model.eval(), config
 
 
 @torch.no_grad()
-def predict_beats(model: BeatModel, dataset: BeatWindows, batch_size: int = 64) -> np.ndarray:
+def predict_beats(model: BeatModel, dataset: BeatWindows, batch_size: int = 256) -> np.ndarray:
     """float [N, K] class probabilities of every beat of `dataset`, in order."""
     model.eval()
     parts = []
@@ -312,11 +399,10 @@ def predict_beats(model: BeatModel, dataset: BeatWindows, batch_size: int = 64) 
         batch = collate_beats([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         parts.append(torch.softmax(model.logits(batch).float(), dim=-1))
     return torch.cat(parts).numpy() if parts else np.zeros((0, len(CLASSES)))
-
-
 def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, split: str = "test",
                    max_beats_per_record: int | None = -1) -> dict:
-    """Score a fine-tuned beat model on the DS2 (split "test") or DS1 ("train") beats of a store:
+    """Score a fine-tuned beat model on the DS2 (split "test") or DS1 ("train", "val": the model's
+    training and validation patients) beats of a store:
     `out/metrics.json` (`beat_metrics` + what was scored), `out/predictions.csv`, `out/confusion.png`.
 
     `max_beats_per_record=-1` (default) uses the subset size the model was fine-tuned with (seed 0
@@ -329,7 +415,8 @@ def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, 
         raise ValueError(f"{store.root}: store rate {store.recipe.target_fs} Hz / patch {store.recipe.patch_size} differs "
                          f"from the model's {recipe.target_fs} Hz / patch {recipe.patch_size}")
     limit = config["finetune"]["max_beats_per_record"] if max_beats_per_record == -1 else max_beats_per_record
-    beats, excluded_q = split_beats(store, split, config["window_s"], limit, seed=0)
+    beats, excluded_q = split_beats(store, split, config["window_s"], limit, seed=0,
+                                    val_fraction=config["finetune"].get("val_fraction", 0.2))
     if config["model"]["kind"] in CONTRACT_KINDS:
         dataset = BeatWindows(store, beats, form="contract", contract=model.net.config.contract)
     else:

@@ -2,7 +2,8 @@
 
 One epoch draws a random crop of each training record (class-balanced for multi-class tasks:
 records are drawn with replacement, each class equally likely, so a rare class is seen as often as
-a common one), augments it (`anyecg.training.augment`) and takes AdamW steps; then every validation
+a common one) -- or the first `epoch_items` of that order, for data sets of many short items such as
+beats -- augments it (`anyecg.training.augment`) and takes AdamW steps; then every validation
 record is scored whole. The epoch with the best validation score is written to `out/final`;
 training stops after `patience` epochs without improvement, at `max_epochs`, when the next epoch
 would overrun `budget_minutes`, or at `max_steps`. `out/fit.json` says which epoch was kept and why
@@ -47,6 +48,7 @@ class FitConfig:
     patience: int = 6  # epochs without a better validation score before stopping
     budget_minutes: float | None = None  # stop before an epoch that would end past this wall time
     max_steps: int | None = None  # cap on optimizer steps (smoke runs); None: epochs decide
+    epoch_items: int | None = None  # items drawn per epoch; None: as many as the dataset holds
     batch_size: int = 32
     lr: float = 1e-3  # the head's peak rate; the encoder's layers get less when pretrained
     min_lr_ratio: float = 0.05  # cosine decay over max_epochs down to lr * min_lr_ratio
@@ -112,10 +114,10 @@ def epoch_order(targets: np.ndarray, multilabel: bool, balanced: bool, seed: int
     return rng.choice(n, size=n, replace=True, p=weights / weights.sum())
 
 
-def _loss(logits: Tensor, targets: Tensor, pos_weight: Tensor | None) -> Tensor:
+def _loss(logits: Tensor, targets: Tensor, pos_weight: Tensor | None, class_weights: Tensor | None) -> Tensor:
     logits = logits.float()
     if targets.ndim == 1:
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets, weight=class_weights)
     return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
 
 
@@ -140,16 +142,18 @@ def fit(
     model_config: dict,
     recipe_json: str | None = None,
     after_epoch: Callable[[int], None] | None = None,
+    class_weights: Tensor | None = None,
 ) -> FitResult:
     """Train `model` (whose `forward(batch)` has `.logits`) on `dataset` (item i has target
     `targets[i]`: class index, or a 0/1 row for multi-label) and keep the epoch whose `validate(model)`
-    score (higher is better) is best. `after_epoch(epoch)` runs once an epoch is saved."""
+    score (higher is better) is best. `after_epoch(epoch)` runs once an epoch is saved.
+    `class_weights [K]` weights the cross-entropy of a multi-class task (usually with `balanced` off)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     multilabel = targets.ndim == 2
     n = len(dataset)
     batch_size = min(config.batch_size, n)
-    steps_per_epoch = n // batch_size
+    steps_per_epoch = min(n, config.epoch_items or n) // batch_size
     total_steps = config.max_epochs * steps_per_epoch
     pos_weight = None
     if multilabel and config.balanced:
@@ -193,7 +197,7 @@ def fit(
             factor = lr_factor(step, steps_per_epoch, total_steps, config.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * group["lr_scale"] * factor
-            loss = _loss(model(batch).logits, batch["targets"], pos_weight)
+            loss = _loss(model(batch).logits, batch["targets"], pos_weight, class_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

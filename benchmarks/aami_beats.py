@@ -1,0 +1,92 @@
+"""The MIT-BIH inter-patient AAMI beat benchmark on the full DS2, end to end through the CLI.
+
+    python benchmarks/aami_beats.py --out runs/aami [--data PATH] [--store STORE] [--models ...] [--seeds N]
+
+Prepares every MIT-BIH record in `--data/mitdb` (or reuses `--store`), then for each model runs
+`anyecg finetune --task beats --data store --out runs/MODEL --seeds N` with the CLI defaults: train
+on DS1 (a fifth of its patients held out as validation to choose the epoch), test once on all
+49,705 N/S/V/F beats of DS2 (de Chazal et al. 2004; Q beats left out and counted). Models:
+- `xresnet1d-tiny`, `anyecg`, `anyecg-random-init`: with each beat's RR-interval features joined to
+  the network's (the default);
+- `*-no-rr`: the same without them (the window's signal alone), an ablation.
+Published anchors (same protocol, DS1 -> DS2): accuracy 0.862 (de Chazal et al. 2004, linear
+discriminants on RR and morphology features) and 0.945 (Mondejar-Guerra et al. 2019, an ensemble of
+SVMs on RR, wavelet, HOS and LBP features of both leads).
+
+The last line printed is one JSON object: per model, mean +/- std over seeds of accuracy, macro F1
+and F1 / sensitivity / positive predictive value per class, the epochs kept, and the wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MODELS = {
+    "xresnet1d-tiny": ["--baseline", "xresnet1d-tiny"],
+    "anyecg": [],  # the shipped AnyECG, pretrained
+    "anyecg-random-init": ["--random-init"],
+    "xresnet1d-tiny-no-rr": ["--baseline", "xresnet1d-tiny", "--no-rr-features"],
+    "anyecg-no-rr": ["--no-rr-features"],
+}
+ANCHORS = {"de Chazal et al. 2004": {"accuracy": 0.862}, "Mondejar-Guerra et al. 2019": {"accuracy": 0.945}}
+
+
+def run(command: list[str], log: Path) -> float:
+    """Seconds of one CLI run; its output goes to `log`; a failure stops the benchmark."""
+    started = time.perf_counter()
+    with open(log, "w") as handle:
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed; see {log}")
+    return time.perf_counter() - started
+
+
+def model_result(summary: dict, seconds: float) -> dict:
+    metrics = summary["metrics"]
+    per_class = {name: {key: metrics["per_class"][name][key] for key in ("f1", "sensitivity", "ppv")}
+                 for name in summary["classes"]}
+    return {"wall_s": round(seconds, 1), "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"],
+            "per_class": per_class, "fits": summary["fits"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--store", type=Path, help="an already prepared MIT-BIH store (default: prepare one in --out)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--models", nargs="+", default=["xresnet1d-tiny", "anyecg", "anyecg-random-init"],
+                        choices=sorted(MODELS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more finetune options for every model")
+    args = parser.parse_args(argv)
+    cli = [sys.executable, "-m", "anyecg.cli"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    store, prepare_s = args.store, None
+    if store is None:
+        store = args.out / "store"
+        prepare_s = round(run([*cli, "prepare", str(args.data / "mitdb"), "--out", str(store), "--workers", "1",
+                               "--no-progress"], args.out / "prepare.log"), 1)
+    result = {"store": str(store), "prepare_s": prepare_s, "seeds": args.seeds, "anchors": ANCHORS,
+              "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None, "models": {}}
+    for name in args.models:
+        out = args.out / "runs" / name
+        seconds = run([*cli, "finetune", "--task", "beats", "--data", str(store), "--out", str(out),
+                       "--seeds", str(args.seeds), *MODELS[name], *args.extra], args.out / f"{name}.log")
+        summary = json.loads((out / "summary.json").read_text())
+        result["models"][name] = model_result(summary, seconds)
+        result.setdefault("records", {key: summary[f"{key}_records"] for key in ("train", "val", "test")})
+        print(json.dumps({name: result["models"][name]}), flush=True)
+    (args.out / "result.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
