@@ -200,14 +200,14 @@ def test_records_of_any_length_are_scored_whole(letters_store):
     np.testing.assert_allclose(probabilities[0], np.mean(expected, axis=0), atol=1e-5)
 
 
-def _tiny_fit(store, out, *, validate, max_epochs, patience=10, after_epoch=None):
+def _tiny_fit(store, out, *, validate, max_epochs, patience=10, after_epoch=None, **config_options):
     labels = record_labels(store, user_classes)
     rows = labels.records[store.manifest["split"].to_numpy()[labels.records] == "train"]
     torch.manual_seed(0)  # the same initial weights in every run
     model = build_baseline("xresnet1d-tiny", num_classes=len(labels.classes), leads=("unknown",))
     data = LabelledWindows(store, labels, rows, form="contract", contract=model.config.contract, seed=0)
     targets = labels.targets[np.searchsorted(labels.records, rows)]
-    config = FitConfig(max_epochs=max_epochs, patience=patience, batch_size=8, seed=0)
+    config = FitConfig(**{"max_epochs": max_epochs, "patience": patience, "batch_size": 8, "seed": 0, **config_options})
     result = fit(model, data, collate_labelled, targets, validate, config, out, metric="f1_macro", pretrained=False,
                  fs=300.0, model_config={"family": "test"}, after_epoch=after_epoch)
     return model, result
@@ -232,6 +232,14 @@ def test_early_stopping_keeps_the_best_validation_epoch(letters_store, tmp_path)
     for key in kept:
         torch.testing.assert_close(kept[key], snapshots[1][key], rtol=0, atol=0)
     assert json.loads((tmp_path / "fit" / "fit.json").read_text())["best_epoch"] == 2
+
+
+def test_epoch_items_bounds_the_steps_of_an_epoch(letters_store, tmp_path):
+    _, whole = _tiny_fit(letters_store, tmp_path / "whole", validate=lambda model: 0.5, max_epochs=1, batch_size=2)
+    _, bounded = _tiny_fit(letters_store, tmp_path / "bounded", validate=lambda model: 0.5, max_epochs=2, batch_size=2,
+                           epoch_items=4)
+    assert whole.history[0]["step"] > 2  # every training record once: more than two batches of 2
+    assert [h["step"] for h in bounded.history] == [2, 4]  # 4 items in batches of 2: two steps an epoch
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(letters_store, tmp_path):
