@@ -14,7 +14,9 @@ discriminants on RR and morphology features) and 0.945 (Mondejar-Guerra et al. 2
 SVMs on RR, wavelet, HOS and LBP features of both leads).
 
 The last line printed is one JSON object: per model, mean +/- std over seeds of accuracy, macro F1
-and F1 / sensitivity / positive predictive value per class, the epochs kept, and the wall time.
+and F1 / sensitivity / positive predictive value per class, the epochs kept, and the wall time;
+and the same figures for the seeds' ensemble (their DS2 class probabilities averaged, from each
+seed's predictions.csv: an analysis, not a model the CLI serves).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from anyecg.evaluation.metrics import beat_metrics, to_jsonable
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODELS = {
@@ -48,12 +55,23 @@ def run(command: list[str], log: Path) -> float:
     return time.perf_counter() - started
 
 
-def model_result(summary: dict, seconds: float) -> dict:
-    metrics = summary["metrics"]
-    per_class = {name: {key: metrics["per_class"][name][key] for key in ("f1", "sensitivity", "ppv")}
-                 for name in summary["classes"]}
-    return {"wall_s": round(seconds, 1), "accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"],
-            "per_class": per_class, "fits": summary["fits"]}
+def headline(metrics: dict, classes: list[str]) -> dict:
+    per_class = {name: {key: metrics["per_class"][name][key] for key in ("f1", "sensitivity", "ppv")} for name in classes}
+    return {"accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"], "per_class": per_class}
+
+
+def ensemble_metrics(run: Path, classes: list[str]) -> dict:
+    """beat_metrics of the mean class probabilities of every seed of `run` on the same DS2 beats."""
+    tables = [pd.read_csv(path) for path in sorted(run.glob("seed-*/test/predictions.csv"))]
+    columns = [f"p_{name}" for name in classes]
+    probabilities = np.mean([table[columns].to_numpy() for table in tables], axis=0)  # [N, K]
+    return beat_metrics(tables[0]["label"], np.asarray(classes)[probabilities.argmax(1)], classes)
+
+
+def model_result(summary: dict, seconds: float, run: Path) -> dict:
+    classes = summary["classes"]
+    return {"wall_s": round(seconds, 1), **headline(summary["metrics"], classes), "fits": summary["fits"],
+            "ensemble": headline(ensemble_metrics(run, classes), classes)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -80,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = run([*cli, "finetune", "--task", "beats", "--data", str(store), "--out", str(out),
                        "--seeds", str(args.seeds), *MODELS[name], *args.extra], args.out / f"{name}.log")
         summary = json.loads((out / "summary.json").read_text())
-        result["models"][name] = model_result(summary, seconds)
+        result["models"][name] = to_jsonable(model_result(summary, seconds, out))
         result.setdefault("records", {key: summary[f"{key}_records"] for key in ("train", "val", "test")})
         print(json.dumps({name: result["models"][name]}), flush=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2))

@@ -84,7 +84,7 @@ class BeatConfig:
     epoch_beats: int = 16384  # training beats drawn per epoch (DS1 has ~51,000)
     budget_minutes: float | None = None  # per seed
     max_steps: int | None = None  # cap on optimizer steps (smoke runs)
-    batch_size: int = 64
+    batch_size: int = 32  # the CLI's default too
     lr: float = 1e-3
     class_weight_power: float = 0.5  # 1: full inverse-frequency class weights, 0: none
     val_fraction: float = 0.2  # share of the DS1 patients held out for validation
