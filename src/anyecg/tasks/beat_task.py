@@ -11,8 +11,8 @@ features before the head. Beats of class Q (paced, fusion of paced, unclassifiab
 of training and scoring, as in de Chazal et al. and the AAMI EC57 inter-patient protocol; their
 count is reported. Class imbalance (N is about 90% of DS1) is handled by class-weighted
 cross-entropy, each class weighted by `(n_beats / (n_classes * n_class)) ** class_weight_power`
-over the training beats (0.5 by default: full inverse-frequency weights buy S and V recall with
-many false alarms on N, which is 89% of DS2).
+over the training beats (0.5 by default: in a one-seed pilot of `xresnet1d-tiny` it gave a better
+validation macro F1 than full inverse-frequency weights, 0.757 against 0.741).
 
 Models:
 - `anyecg`: the window's 1-second patches (3 tokens per lead for 3 s) through the pretrained
@@ -36,6 +36,7 @@ classes, class weights, validation records, how to rebuild the network) + `recip
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,8 +145,8 @@ def split_rows(store: Store, val_fraction: float = 0.2) -> dict[str, list[int]]:
         patients = [str(store.manifest.iloc[row]["patient_id"]) for row in ds1]
         classes = []
         for row in ds1:
-            counts = pd.Series([label for _, label in beat_samples(store, row)], dtype=object).value_counts()
-            classes.append([c for c in CLASSES if counts.get(c, 0) >= 10])
+            counts = Counter(label for _, label in beat_samples(store, row))
+            classes.append([c for c in CLASSES if counts[c] >= 10])
         assigned = patient_split(patients, classes, fractions=(1 - val_fraction, val_fraction, 0.0), seed=0)
         if "val" not in assigned and len(set(patients)) > 1:  # too few patients to deal one: the last one
             assigned = ["val" if patient == patients[-1] else "train" for patient in patients]
