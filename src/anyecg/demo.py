@@ -275,5 +275,5 @@ def _data_summary(store: Store, summary: dict) -> dict:
         }
     return {"records": len(store), "fs": summary["fs"], "hours": summary["hours"], "splits": summary["splits"],
             "per_source": per_source, "labels": summary["labels"],
-            "skipped": summary["skipped"]}
+            "skipped": summary["skipped"], "not_read": summary["not_read"]}
 

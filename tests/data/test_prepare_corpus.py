@@ -312,6 +312,10 @@ def test_files_that_are_not_records_are_listed_and_inspect_groups_reasons(sample
     skipped = pd.read_csv(tmp_path / "store" / "skipped.csv").set_index("source")["problem"]
     assert skipped[str(folder / "SC4001E0-PSG.wav")] == "unsupported file type '.wav', not read"
     assert skipped[str(folder / "huge.qrs")] == "unsupported file type '.qrs', not read"
+    kinds = pd.read_csv(tmp_path / "store" / "skipped.csv").set_index("source")["kind"]
+    assert kinds[str(folder / "huge.qrs")] == "not read" and kinds[str(folder / "test_edfann.edf")] == "record"
+    counts = Store(tmp_path / "store").summary()
+    assert (counts["skipped"], counts["not_read"]) == (2, 2)  # two records failed; two files are no records
     summary = describe_store(tmp_path / "store")
     assert summary["source_units"] == {"mV": 2} and summary["source_fs"] == {"250 Hz": 1}
     assert summary["skipped_reasons"] == {"no usable lead left": 1, "EDF file has no signal channels": 1,

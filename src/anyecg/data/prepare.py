@@ -29,7 +29,7 @@ from tqdm import tqdm
 from anyecg.data.labels import LabelTable
 from anyecg.data.splits import patient_split
 from anyecg.data.store import (
-    MANIFEST, MANIFEST_COLUMNS, PLAN, RECIPE, SHARD_DIR, SKIPPED, StoreError, atomic_write_bytes,
+    MANIFEST, MANIFEST_COLUMNS, NOT_READ, PLAN, RECIPE, SHARD_DIR, SKIPPED, StoreError, atomic_write_bytes,
     atomic_write_parquet, read_recipe, shard_name,
 )
 from anyecg.io import find_records, iter_chunks, read_annotations, read_header, read_record
@@ -108,7 +108,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     bar.close()
 
     manifest, skipped = _assemble(out, n_shards, sources, labels, config.split_seed, ignored)
-    skipped = skipped.iloc[: len(skipped) - len(ignored)]  # records only: _assemble lists files not read last
+    skipped = skipped[skipped["kind"] == "record"]  # records that failed, not the files that are no records
     return PrepareResult(
         store=out,
         records=len(manifest),
@@ -392,11 +392,9 @@ def _assemble(out: Path, n_shards: int, sources: list[Path], labels: LabelTable 
     parts = [p for p in parts if len(p)]
     # With every record skipped the manifest is empty but keeps the columns a shard index has.
     manifest = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS + INDEX_COLUMNS)
-    not_read = pd.DataFrame([(str(path), why) for path, why in ignored], columns=["source", "problem"])
-    skipped = pd.concat(
-        [pd.read_parquet(shard_dir / f"{shard_name(s)}.skipped.parquet") for s in range(n_shards)] + [not_read],
-        ignore_index=True,
-    )
+    not_read = pd.DataFrame([(str(path), why) for path, why in ignored], columns=["source", "problem"]).assign(kind=NOT_READ)
+    failed = [pd.read_parquet(shard_dir / f"{shard_name(s)}.skipped.parquet").assign(kind="record") for s in range(n_shards)]
+    skipped = pd.concat(failed + [not_read], ignore_index=True)
     manifest["record_id"] = _unique_ids(manifest, sources)
     manifest["labels"] = manifest["header_labels"]
     csv_splits = [None] * len(manifest)

@@ -10,7 +10,8 @@ Layout of a store folder::
     shards/shard-00000.ann.parquet   annotations (beats, rhythm changes) at the store's sampling rate
     shards/shard-00000.skipped.parquet  records of the shard that could not be used, and why
     manifest.parquet             all shard rows, plus the split column
-    skipped.csv                  all skipped records
+    skipped.csv                  every record that could not be used and every file that is no record,
+                                 with why (`kind`: "record" or "not read")
 
 Time-major storage lets a long record be appended chunk by chunk while it streams in, and makes a
 window of any record one contiguous read. Signals are stored in millivolts after cleaning (filters, resampling, denoising); the recipe's
@@ -42,6 +43,7 @@ MANIFEST = "manifest.parquet"
 RECIPE = "recipe.json"
 PLAN = "plan.parquet"
 SKIPPED = "skipped.csv"
+NOT_READ = "not read"  # skipped.csv `kind` of a file that is no record (a README, a table), as opposed to "record"
 
 # Manifest columns a user sees first; the rest (shard, offset, normalisation) are for readers.
 MANIFEST_COLUMNS = [
@@ -166,16 +168,17 @@ class Store:
 
     def skipped(self) -> pd.DataFrame:
         path = self.root / SKIPPED
-        return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["source", "problem"])
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["source", "problem", "kind"])
 
     def summary(self) -> dict:
-        """Counts a person wants first: records, hours, labels, splits, skipped."""
+        """Counts a person wants first: records, hours, labels, splits, skipped records, files not read."""
         m = self.manifest
         label_counts: dict[str, int] = {}
         for value in m["labels"]:
             for label in split_list(value):
                 label_counts[label] = label_counts.get(label, 0) + 1
         skipped = self.skipped()
+        is_file = skipped["kind"] == NOT_READ if "kind" in skipped else pd.Series(False, index=skipped.index)
         return {
             "records": int(len(m)),
             "patients": int(m["patient_id"].nunique()),
@@ -184,7 +187,8 @@ class Store:
             "leads": dict(sorted(pd.Series([l for v in m["leads"] for l in split_list(v)]).value_counts().items())),
             "labels": dict(sorted(label_counts.items(), key=lambda kv: (-kv[1], kv[0]))),
             "splits": {k: int(v) for k, v in m["split"].value_counts().sort_index().items()},
-            "skipped": int(len(skipped)),
+            "skipped": int((~is_file).sum()),  # records that could not be used
+            "not_read": int(is_file.sum()),  # files that are no records
             "skipped_reasons": skipped["problem"].value_counts().to_dict() if len(skipped) else {},
         }
 
