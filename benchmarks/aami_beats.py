@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +38,9 @@ import pandas as pd
 
 from anyecg.evaluation.metrics import beat_metrics, to_jsonable
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from finetune_quality import DEFAULT_DATA, run  # noqa: E402  (the shared CLI runner)
+
 MODELS = {
     "xresnet1d-tiny": ["--baseline", "xresnet1d-tiny"],
     "anyecg": [],  # the shipped AnyECG, pretrained
@@ -49,16 +49,6 @@ MODELS = {
     "anyecg-no-rr": ["--no-rr-features"],
 }
 ANCHORS = {"de Chazal et al. 2004": {"accuracy": 0.862}, "Mondejar-Guerra et al. 2019": {"accuracy": 0.945}}
-
-
-def run(command: list[str], log: Path) -> float:
-    """Seconds of one CLI run; its output goes to `log`; a failure stops the benchmark."""
-    started = time.perf_counter()
-    with open(log, "w") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed; see {log}")
-    return time.perf_counter() - started
 
 
 def headline(metrics: dict, classes: list[str]) -> dict:
