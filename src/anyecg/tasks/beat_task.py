@@ -336,10 +336,10 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
     store, out = Store(data), Path(out)
     rows = split_rows(store, config.val_fraction)
     record_ids = {split: [str(store.manifest.iloc[row]["record_id"]) for row in split_of] for split, split_of in rows.items()}
+    val_beats, _ = split_beats(store, "val", config.window_s, config.max_beats_per_record, 0, config.val_fraction)
     per_seed, fits = [], []
     for seed in range(config.seeds):
         beats, excluded_q = split_beats(store, "train", config.window_s, config.max_beats_per_record, seed, config.val_fraction)
-        val_beats, _ = split_beats(store, "val", config.window_s, config.max_beats_per_record, 0, config.val_fraction)
         labels = [b.label for b in beats]
         weights = class_weights(labels, config.class_weight_power)
         model, form, contract, spec = _build(config, weights)
