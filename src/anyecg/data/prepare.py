@@ -108,7 +108,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     bar.close()
 
     manifest, skipped = _assemble(out, n_shards, sources, labels, config.split_seed, ignored)
-    skipped = skipped[skipped["kind"] == "record"]  # records that failed, not the files that are no records
+    skipped = skipped[skipped["kind"] != NOT_READ]  # records that failed, not the files that are no records
     return PrepareResult(
         store=out,
         records=len(manifest),
