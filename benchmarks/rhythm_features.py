@@ -4,12 +4,12 @@
 
 For a store whose records carry one rhythm class each (e.g. the N / AF / O set that
 `benchmarks/finetune_quality.py` builds), R peaks are found on one lead with wfdb's XQRS detector,
-and every record becomes 16 RR-interval features: mean, standard deviation and coefficient of
-variation of RR; RMSSD; the share of successive differences over 50 ms (pNN50); the median and the
-largest absolute successive difference over mean RR; the 10th and 90th RR percentiles, min and max;
-heart rate; the number of occupied 0.1 s RR-histogram bins and the histogram's entropy; the mean
-and standard deviation of the ratio of each RR to the previous one. Records with fewer than four
-detected beats get missing values, which the classifier handles.
+and every record becomes the 16 RR-interval features of `anyecg.tasks.record_rr` (the ones
+`anyecg finetune` joins to a network's features by default): mean, standard deviation and
+coefficient of variation of RR; RMSSD; pNN50; the median and the largest absolute successive
+difference over mean RR; RR percentiles, min and max; heart rate; RR-histogram occupancy and
+entropy; successive RR ratios. Records with fewer than four detected beats get missing values,
+which the classifier handles.
 
 scikit-learn's HistGradientBoostingClassifier (with and without balanced class weights, three
 learning rates) is fitted on train; the setting with the best val macro F1 is scored once on test.
@@ -30,40 +30,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import f1_score, roc_auc_score
-from wfdb import processing
 
 from anyecg.data.store import Store
+from anyecg.tasks.record_rr import RECORD_RR_FEATURES, record_rr_features
 
-FEATURES = ["rr_mean", "rr_std", "rr_cv", "rmssd", "pnn50", "median_abs_diff_over_mean", "max_abs_diff_over_mean",
-            "rr_p10", "rr_p90", "rr_min", "rr_max", "heart_rate", "histogram_bins", "histogram_entropy",
-            "rr_ratio_mean", "rr_ratio_std"]
 GRID = [(class_weight, rate) for class_weight in (None, "balanced") for rate in (0.03, 0.1, 0.3)]
-
-
-def rr_features(signal: np.ndarray, fs: float) -> np.ndarray:
-    """float [len(FEATURES)] of one lead's RR intervals (NaN where fewer than four beats were found)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peaks = processing.xqrs_detect(sig=signal.astype(np.float64), fs=fs, verbose=False)
-    if len(peaks) < 4:
-        return np.full(len(FEATURES), np.nan)
-    rr = np.diff(peaks) / fs  # seconds
-    diff = np.diff(rr)
-    hist = np.histogram(rr, bins=np.arange(0.2, 2.05, 0.1))[0] / len(rr)
-    occupied = hist[hist > 0]
-    ratio = rr[1:] / rr[:-1]
-    return np.array([
-        rr.mean(), rr.std(), rr.std() / rr.mean(), np.sqrt((diff**2).mean()), (np.abs(diff) > 0.05).mean(),
-        np.median(np.abs(diff)) / rr.mean(), np.abs(diff).max() / rr.mean(), np.percentile(rr, 10),
-        np.percentile(rr, 90), rr.min(), rr.max(), 60.0 / rr.mean(), len(occupied),
-        -(occupied * np.log(occupied)).sum(), ratio.mean(), ratio.std(),
-    ])
 
 
 def main() -> None:
@@ -80,8 +56,8 @@ def main() -> None:
         raise ValueError(f"{args.data}: multi-label records; this anchor needs one class per record")
     labelled = labels != ""
     start = time.perf_counter()
-    features = np.stack([rr_features(store.signal(row)[args.lead], store.recipe.target_fs) if labelled[row]
-                         else np.full(len(FEATURES), np.nan) for row in range(len(manifest))])
+    features = np.stack([record_rr_features(store.signal(row)[args.lead], store.recipe.target_fs) if labelled[row]
+                         else np.full(len(RECORD_RR_FEATURES), np.nan) for row in range(len(manifest))])
     feature_s = time.perf_counter() - start
     split = manifest["split"].to_numpy()
     rows = {name: labelled & (split == name) for name in ("train", "val", "test")}

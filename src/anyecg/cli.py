@@ -129,7 +129,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-seed", type=int, default=0, help="leadgen noise: seed of the fixed evaluation corruption")
     p.add_argument("--max-beats-per-record", type=int, help="beats: a seeded subset of each record's beats (CPU runs)")
     p.add_argument("--rr-features", action=argparse.BooleanOptionalAction, default=True,
-                   help="beats: join each beat's RR-interval features to the network's before the head")
+                   help="beats: join each beat's RR-interval features to the network's before the head; "
+                        "classify/anomaly/arrhythmia: each record's RR-interval (heart-rate variability) features")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
     p.add_argument("--model", required=True, type=Path, help="fine-tuned model: a finetune run folder or its seed-K/final")
     p.add_argument("--data", required=True, type=Path)
@@ -187,7 +188,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         random_init=args.random_init, linear_probe=args.linear_probe, seeds=args.seeds or 1,
         label_fraction=args.label_fraction, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         max_epochs=args.max_epochs, patience=args.patience, budget_minutes=args.budget_minutes,
-        leads=lead_mapping(args.leads),
+        leads=lead_mapping(args.leads), rr_features=args.rr_features,
     ))
     headline = {k: summary["metrics"][k] for k in ("accuracy", "f1_macro", "auroc", "f1_weighted") if k in summary["metrics"]}
     print(json.dumps(to_jsonable(headline)))

@@ -17,6 +17,7 @@ from anyecg.tasks.classification import (
     record_labels,
     subsample_labels,
 )
+from anyecg.tasks.record_rr import RECORD_RR_FEATURES
 from anyecg.training.loop import TrainConfig, train
 
 SINUS = "426783006"
@@ -134,12 +135,13 @@ def test_predict_and_embed_commands_on_record_files(store, shared_data, tmp_path
         assert row["p_abnormal"] + row["p_normal"] == pytest.approx(1, abs=1e-5)
     assert "broken.hea" in captured.err
     # predicting from the raw file equals scoring the prepared copy of the same record in the store
-    from anyecg.tasks.runner import load_finetuned
+    from anyecg.tasks.runner import load_finetuned, scoring_windows
 
     model, config = load_finetuned(out / "seed-0" / "final")
+    assert config["rr_features"] is not None  # the default: the record's RR features, found again from the raw file
     labels = record_labels(store, sinus_or_not)
     row = int(np.flatnonzero(store.manifest["record_id"] == "E07500")[0])
-    windows = LabelledWindows(store, labels, np.array([row]), form="tokens", random_crop=False)
+    windows = scoring_windows(model, config, store, labels, np.array([row]))
     _, stored = predict_records(model, windows, 2)
     np.testing.assert_allclose([rows[0]["p_abnormal"], rows[0]["p_normal"]], stored[0], atol=1e-4)
     assert main(["embed", *files, "--out", str(tmp_path / "e.parquet")]) == 0
@@ -147,3 +149,17 @@ def test_predict_and_embed_commands_on_record_files(store, shared_data, tmp_path
     assert frame["record_id"].tolist() == ["E07500", "100"] and frame.shape[1] == 1 + 128
     assert main(["embed", files[0], "--out", str(tmp_path / "e.npy")]) == 0
     assert np.load(tmp_path / "e.npy").shape == (1, 128)
+
+
+def test_no_rr_features_trains_the_plain_network(store, tmp_path):
+    from anyecg.tasks.runner import FinetuneConfig, finetune, load_finetuned
+
+    finetune(store.root, tmp_path / "plain", FinetuneConfig(task="anomaly", linear_probe=True, steps=2, batch_size=8,
+                                                             rr_features=False))
+    model, config = load_finetuned(tmp_path / "plain")
+    assert config["rr_features"] is None and isinstance(model, AnyECGClassifier)
+    assert not (tmp_path / "plain" / "rr_features.npz").exists()
+    finetune(store.root, tmp_path / "joined", FinetuneConfig(task="anomaly", linear_probe=True, steps=2, batch_size=8))
+    model, config = load_finetuned(tmp_path / "joined")
+    assert config["rr_features"]["features"] == RECORD_RR_FEATURES and isinstance(model.net, AnyECGClassifier)
+    assert (tmp_path / "joined" / "rr_features.npz").is_file()

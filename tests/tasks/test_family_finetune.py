@@ -49,7 +49,7 @@ def test_linear_probe_keeps_the_pretrained_network(pretrained, store, tmp_path):
     tuned, config = load_finetuned(tmp_path / "probe" / "seed-0" / "final")
     assert config["model"]["kind"] == "family" and config["model"]["family"] == family
     original = FamilyModel.from_pretrained(run).network.state_dict()
-    for key, value in tuned.network.state_dict().items():
+    for key, value in tuned.net.network.state_dict().items():  # the network under the RR-feature head
         torch.testing.assert_close(value, original[key], rtol=0, atol=0, msg=key)
 
 
@@ -65,7 +65,7 @@ def test_finetune_evaluate_predict_commands(pretrained, store, shared_data, tmp_
     # reloaded and rescored, the fine-tuned model gives the numbers finetune recorded
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == json.loads((out / "seed-0" / "test" / "metrics.json").read_text())
     model, config = load_finetuned(model_dir)
-    assert isinstance(model, FamilyClassifier)
+    assert isinstance(model.net, FamilyClassifier)
     record = read_record(shared_data / "mitdb" / "100.hea")
     probabilities = predict_signal(model, config, record.signal[:, : 360 * 20], record.fs, record.raw_leads)
     assert probabilities.shape == (2,) and abs(probabilities.sum() - 1) < 1e-5

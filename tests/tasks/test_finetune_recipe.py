@@ -153,7 +153,7 @@ def test_leads_option_maps_the_unnamed_lead(letters_store, tmp_path):
 
 
 def test_multilabel_thresholds_chosen_on_validation(multilabel_store, tmp_path):
-    from anyecg.tasks.runner import FinetuneConfig, evaluate, finetune
+    from anyecg.tasks.runner import FinetuneConfig, evaluate, finetune, scoring_windows
 
     summary = finetune(multilabel_store.root, tmp_path / "run", FinetuneConfig(
         baseline="xresnet1d-tiny", max_epochs=2, batch_size=8))
@@ -162,8 +162,7 @@ def test_multilabel_thresholds_chosen_on_validation(multilabel_store, tmp_path):
     model, config = load_finetuned(model_dir)
     labels = record_labels(multilabel_store, user_classes)
     val_rows = labels.records[multilabel_store.manifest["split"].to_numpy()[labels.records] == "val"]
-    val = LabelledWindows(multilabel_store, labels, val_rows, form="contract", contract=model.config.contract,
-                          random_crop=False)
+    val = scoring_windows(model, config, multilabel_store, labels, val_rows)
     records, probabilities = predict_records(model, val, len(labels.classes), multilabel=True)
     truth = labels.targets[np.searchsorted(labels.records, records)]
     np.testing.assert_allclose(config["thresholds"], best_f1_thresholds(truth, probabilities))

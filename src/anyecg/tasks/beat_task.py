@@ -60,7 +60,7 @@ from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
 from anyecg.tasks.beats import RR_FEATURES, beat_samples, beat_windows, inter_patient_split, rr_features
-from anyecg.tasks.classification import AnyECGClassifier
+from anyecg.tasks.classification import AnyECGClassifier, network_features
 from anyecg.tasks.fit import FitConfig, fit
 from anyecg.tasks.folders import CONTRACT_KINDS, load_finetuned_config, write_summary
 from anyecg.training.checkpoint import load_state_dict_strict
@@ -253,9 +253,6 @@ class AnyECGBeatClassifier(AnyECGClassifier):
         real = (~pad_mask[rows, :, batch["peak_patch"]]).to(at_peak.dtype)[..., None]  # [B, L, 1]
         return (at_peak * real).sum(1) / real.sum(1).clamp(min=1)  # [B, D]
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        return self.head(features)
-
 
 class BeatModel(nn.Module):
     """A beat network's features (with the beat's RR features when `rr_features`) through this
@@ -279,10 +276,7 @@ class BeatModel(nn.Module):
         self.register_buffer("class_weights", torch.as_tensor(weights, dtype=torch.float32), persistent=False)
 
     def logits(self, batch: dict) -> Tensor:
-        if "x" in batch:
-            features = self.net.forward_head(self.net.forward_features(batch["x"], batch["lead_mask"]))  # [B, D]
-        else:
-            features = self.net.forward_head(self.net.forward_features(batch))  # [B, D]
+        features = network_features(self.net, batch)  # [B, D]
         if self.rr_features:
             features = torch.cat([features, batch["rr"].to(features.dtype)], dim=-1)  # [B, D + R]
         return self.head(features)  # [B, K]

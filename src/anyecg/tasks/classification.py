@@ -109,12 +109,13 @@ class LabelledWindows(Dataset):
     """Windows of the labelled records of one split, each with its record's target.
 
     `lead_map` renames the store's leads before the model sees them (`{"unknown": "I"}`: a single
-    unnamed lead read as lead I).
+    unnamed lead read as lead I). `rr` ({manifest row: float32 [F]}, standardized) gives each window
+    its record's RR-interval features (`anyecg.tasks.record_rr`) as item "rr".
     """
 
     def __init__(self, store: Store, labels: RecordLabels, rows: np.ndarray, *, form: str = "tokens",
                  contract: SignalContract | None = None, window_s: int = 10, random_crop: bool = True, seed: int = 0,
-                 lead_map: dict[str, str] | None = None):
+                 lead_map: dict[str, str] | None = None, rr: dict[int, np.ndarray] | None = None):
         if form not in ("tokens", "contract"):
             raise ValueError(f"form must be 'tokens' or 'contract', got {form!r}")
         if form == "contract" and contract is None:
@@ -123,6 +124,7 @@ class LabelledWindows(Dataset):
         self.lead_map = dict(lead_map or {})
         self.windows = StoreWindows(store, random_crop=random_crop, seed=seed, max_window_s=window_s, rows=rows)
         self.target_of = dict(zip(labels.records.tolist(), labels.targets))
+        self.rr = rr
 
     def leads(self, record: int) -> list[str]:
         """The record's canonical lead names after `lead_map`."""
@@ -138,6 +140,12 @@ class LabelledWindows(Dataset):
         return len(self.windows)
 
     def __getitem__(self, index: int) -> dict:
+        item = self._window(index)
+        if self.rr is not None:
+            item["rr"] = torch.from_numpy(self.rr[item["record"]])  # [F]
+        return item
+
+    def _window(self, index: int) -> dict:
         ref = self.windows.window(index)
         target = self.target_of[ref.record]
         if self.form == "tokens":
@@ -169,6 +177,8 @@ def collate_labelled(items: list[dict]) -> dict[str, Tensor]:
         batch = {"x": torch.stack([item["x"] for item in items]), "lead_mask": torch.stack([item["lead_mask"] for item in items]),
                  "record": torch.tensor([item["record"] for item in items])}
     batch["targets"] = targets
+    if "rr" in items[0]:
+        batch["rr"] = torch.stack([item["rr"] for item in items])  # [B, F]
     return batch
 
 
@@ -208,8 +218,45 @@ class AnyECGClassifier(BackboneWithHead):
         features = self.backbone.forward_features(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, N, D]
         return self.backbone.pool(features, batch["pad_mask"])
 
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.head(features)  # [B, K]
+
     def forward(self, batch: dict) -> ClassifierOutput:
-        logits = self.head(self.forward_features(batch))  # [B, K]
+        logits = self.forward_head(self.forward_features(batch))  # [B, K]
+        loss, accuracy = classification_loss(logits, batch["targets"])
+        return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
+
+
+def network_features(net: nn.Module, batch: dict) -> Tensor:
+    """Features [B, D] of a classifier whose head was replaced by an identity: a `contract` model
+    (baseline, family; their `forward_head` applies head dropout) or an AnyECG `tokens` model."""
+    if "x" in batch:
+        return net.forward_head(net.forward_features(batch["x"], batch["lead_mask"]))
+    return net.forward_head(net.forward_features(batch))
+
+
+class WithRecordFeatures(nn.Module):
+    """A record classifier's features joined to its record's RR-interval features (batch "rr"
+    [B, F]) before a two-layer head. The network's own head is replaced by an identity."""
+
+    def __init__(self, net: nn.Module, n_features: int, n_classes: int, hidden: int = 64):
+        super().__init__()
+        width = net.head.in_features
+        net.head = nn.Identity()
+        self.net = net
+        self.head = nn.Sequential(nn.Linear(width + n_features, hidden), nn.GELU(), nn.Linear(hidden, n_classes))
+
+    @property
+    def config(self):
+        """The network's config (its `contract` is the input the model reads)."""
+        return self.net.config
+
+    def logits(self, batch: dict) -> Tensor:
+        features = network_features(self.net, batch)  # [B, D]
+        return self.head(torch.cat([features, batch["rr"].to(features.dtype)], dim=-1))  # [B, K]
+
+    def forward(self, batch: dict) -> ClassifierOutput:
+        logits = self.logits(batch)
         loss, accuracy = classification_loss(logits, batch["targets"])
         return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
 

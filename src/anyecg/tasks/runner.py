@@ -12,9 +12,14 @@
     evaluate: one fine-tuned model (a run folder or its seed-K/final) on one split -> metrics.json,
               predictions.csv, ROC/PR and confusion-matrix plots.
 
+With `rr_features` (default on) every record's RR-interval features (`anyecg.tasks.record_rr`:
+R peaks found once per record, cached in `out/rr_features.npz`) are joined to the network's
+features of each of its windows before a two-layer head; they are standardized with the training
+records' statistics, which the model folder keeps.
+
 A fine-tuned model folder is `model.safetensors` + `config.json` (task, classes, multi-label
-thresholds, lead mapping, and how to rebuild the network: AnyECG backbone config, baseline preset or
-family) + `recipe.json`.
+thresholds, lead mapping, RR-feature standardization, and how to rebuild the network: AnyECG
+backbone config, baseline preset or family) + `recipe.json`.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from anyecg.tasks.classification import (
     AnyECGClassifier,
     LabelledWindows,
     RecordLabels,
+    WithRecordFeatures,
     class_counts,
     collate_labelled,
     predict_records,
@@ -54,10 +60,12 @@ from anyecg.tasks.classification import (
 from anyecg.tasks.fit import FitConfig, fit
 from anyecg.tasks.folders import CONTRACT_KINDS, load_finetuned_config, write_summary
 from anyecg.tasks.labels import anomaly_label, arrhythmia_label
+from anyecg.tasks.record_rr import RECORD_RR_FEATURES, RRStandardizer, signal_rr_features, store_rr_features
 from anyecg.training.checkpoint import CONFIG_FILE, load_state_dict_strict
 from anyecg.training.loop import FINAL
 
 LABEL_FUNCTIONS = {"classify": user_classes, "anomaly": anomaly_label, "arrhythmia": arrhythmia_label}
+RR_CACHE = "rr_features.npz"
 
 
 @dataclass
@@ -81,6 +89,7 @@ class FinetuneConfig:
     min_class_count: int = 10  # classes with fewer training records are reported as rare
     augment: bool = True
     balanced: bool = True
+    rr_features: bool = True  # join each record's RR-interval features to the network's before the head
 
 
 def _label_fn(task: str):
@@ -116,7 +125,15 @@ def _single_lead(store: Store, rows: np.ndarray, lead_map: dict[str, str]) -> st
 
 
 def _build(config: FinetuneConfig, n_classes: int, single_lead: str | None):
-    """(model, input form, contract, rebuild recipe for config.json, pretrained encoder?)."""
+    """(model, input form, contract, rebuild recipe for config.json, pretrained encoder?), the
+    network joined to the records' RR features when `config.rr_features`."""
+    model, form, contract, spec, pretrained = _build_network(config, n_classes, single_lead)
+    if config.rr_features:
+        model = WithRecordFeatures(model, len(RECORD_RR_FEATURES), n_classes)
+    return model, form, contract, spec, pretrained
+
+
+def _build_network(config: FinetuneConfig, n_classes: int, single_lead: str | None):
     if config.baseline is not None:
         options = {"leads": (single_lead,)} if single_lead is not None else {}
         model = build_baseline(config.baseline, num_classes=n_classes, **options)
@@ -196,13 +213,18 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
         print(f"rare classes (records per split): {rare}", file=sys.stderr)
     single_lead = _single_lead(store, labels.records, lead_map)
     metric = "auroc" if labels.multilabel else "f1_macro"
+    rr, standardizer = None, None
+    if config.rr_features:
+        raw = store_rr_features(store, labels.records, cache=out / RR_CACHE)
+        standardizer = RRStandardizer.fit(np.stack([raw[row] for row in train_rows]))
+        rr = {row: standardizer(features) for row, features in raw.items()}
     per_seed, fits = [], []
     for seed in range(config.seeds):
         run = out / f"seed-{seed}"
         torch.manual_seed(seed)  # the new head's (and a random-init encoder's) weights
         model, form, contract, spec, pretrained = _build(config, len(labels.classes), single_lead)
         rows = subsample_labels(labels, train_rows, config.label_fraction, seed)
-        windows = dict(form=form, contract=contract, window_s=config.window_s, lead_map=lead_map)
+        windows = dict(form=form, contract=contract, window_s=config.window_s, lead_map=lead_map, rr=rr)
         dataset = LabelledWindows(store, labels, rows, seed=seed, **windows)
         val_windows = LabelledWindows(store, labels, val_rows, random_crop=False, **windows)
 
@@ -212,6 +234,7 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
 
         model_config = {"family": "finetuned", "task": config.task, "classes": labels.classes, "model": spec,
                         "multilabel": labels.multilabel, "leads_map": lead_map, "window_s": config.window_s,
+                        "rr_features": standardizer.to_json() if standardizer is not None else None,
                         "finetune": asdict(config), "train_records": int(len(rows)), "val_records": int(len(val_rows))}
         fit_config = FitConfig(max_epochs=config.max_epochs, patience=config.patience, budget_minutes=config.budget_minutes,
                                max_steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
@@ -228,12 +251,13 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
                                        sort_keys=True))
         fits.append({"seed": seed, "kept_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      f"val_{metric}": result.best_score, "stopped": result.stop_reason})
-        per_seed.append(evaluate(run / FINAL, data, "test", run / "test"))
+        per_seed.append(evaluate(run / FINAL, data, "test", run / "test", rr_cache=out / RR_CACHE))
     summary = {
         "task": config.task, "classes": labels.classes, "multilabel": labels.multilabel,
         "unlabelled_records": labels.unlabelled, "class_counts": counts, "rare_classes": rare,
         "train_records": int(len(train_rows)), "val_records": int(len(val_rows)), "test_records": int(len(test_rows)),
         "seeds": config.seeds, "label_fraction": config.label_fraction,
+        "rr_features": RECORD_RR_FEATURES if config.rr_features else None,
         "model_selection": {"split": "val", "source": val_source, "metric": f"val {metric}", "per_seed": fits,
                             "test": "scored once per seed, after the model was chosen; never used for selection"},
         "metrics": mean_std_over_seeds(per_seed),
@@ -264,6 +288,8 @@ def load_finetuned(directory: str | Path):
         model = FamilyClassifier.from_spec(spec, n_classes)
     else:
         model = AnyECGClassifier(Backbone(BackboneConfig(**spec["backbone"])), n_classes)
+    if config.get("rr_features"):
+        model = WithRecordFeatures(model, len(RECORD_RR_FEATURES), n_classes)
     load_state_dict_strict(model, directory)
     return model.eval(), config
 
@@ -272,25 +298,60 @@ def _probabilities(logits: torch.Tensor, config: dict) -> torch.Tensor:
     return torch.sigmoid(logits.float()) if config.get("multilabel") else torch.softmax(logits.float(), dim=-1)
 
 
+def _standardizer(config: dict) -> RRStandardizer | None:
+    return RRStandardizer.from_json(config["rr_features"]) if config.get("rr_features") else None
+
+
+def window_logits(model, batch: dict) -> torch.Tensor:
+    """Logits [S, K] of a batch of windows without targets."""
+    if isinstance(model, WithRecordFeatures):
+        return model.logits(batch)
+    if "x" in batch:
+        return model(batch["x"], batch["lead_mask"])
+    return model.forward_head(model.forward_features(batch))
+
+
 @torch.no_grad()
 def predict_signal(model, config: dict, signal: np.ndarray, fs: float, leads: list[str]) -> np.ndarray:
     """float [K]: class probabilities of one raw recording (mV), averaged over its windows."""
     recipe = config["recipe"]
     lead_map = config.get("leads_map", {})
     names = [lead_map.get(name, name) for name in canonical_leads(list(leads))]
-    if config["model"]["kind"] in CONTRACT_KINDS:
-        clean = preprocess(np.asarray(signal, dtype=np.float32), fs, recipe)
-        windows, lead_mask = segments(clean, recipe.target_fs, names, model.config.contract)
-        x = torch.from_numpy(windows)  # [S, C, T]
-        logits = model(x, torch.from_numpy(lead_mask)[None].expand(len(x), -1))  # [S, K]
+    standardizer = _standardizer(config)
+    contract_kind = config["model"]["kind"] in CONTRACT_KINDS
+    if contract_kind or standardizer is not None:
+        clean = preprocess(np.asarray(signal, dtype=np.float32), fs, recipe)  # [L, T] at the recipe's rate
+    if contract_kind:
+        windows, lead_mask = segments(clean, recipe.target_fs, names, model.config.contract)  # [S, C, T], [C]
+        batches = [{"x": torch.from_numpy(windows), "lead_mask": torch.from_numpy(lead_mask)[None].expand(len(windows), -1)}]
     else:
-        batches = token_windows(signal, fs, names, recipe, config["window_s"])
-        logits = torch.cat([model.head(model.forward_features(b)) for b in batches])  # [S, K]
-    return _probabilities(logits, config).mean(dim=0).numpy()
+        batches = token_windows(signal, fs, names, recipe, config["window_s"])  # one window each
+    if standardizer is not None:
+        rr = torch.from_numpy(standardizer(signal_rr_features(clean, recipe.target_fs, names)))  # [F]
+        for batch in batches:
+            windows_in_batch = len(batch["x"]) if "x" in batch else len(batch["patches"])
+            batch["rr"] = rr.expand(windows_in_batch, -1)  # [S, F]
+    logits = torch.cat([window_logits(model, batch) for batch in batches])  # [S, K]
+    return _probabilities(logits, config).mean(dim=0).numpy()  # [K]
 
 
-def evaluate(model_dir: str | Path, data: str | Path, split: str, out: str | Path) -> dict:
-    """Score a fine-tuned model on `split`: every record whole (its windows' probabilities averaged)."""
+def scoring_windows(model, config: dict, store: Store, labels: RecordLabels, rows: np.ndarray, *,
+                    rr_cache: Path | None = None) -> LabelledWindows:
+    """Every window of `rows` (whole records, no crops) in the input form of a loaded fine-tuned
+    model, with the records' standardized RR features when the model reads them."""
+    form = "contract" if config["model"]["kind"] in CONTRACT_KINDS else "tokens"
+    contract = model.config.contract if form == "contract" else None
+    standardizer = _standardizer(config)
+    rr = None
+    if standardizer is not None:
+        rr = {row: standardizer(f) for row, f in store_rr_features(store, rows, cache=rr_cache).items()}
+    return LabelledWindows(store, labels, rows, form=form, contract=contract, window_s=config["window_s"],
+                           random_crop=False, lead_map=config.get("leads_map", {}), rr=rr)
+
+
+def evaluate(model_dir: str | Path, data: str | Path, split: str, out: str | Path, *, rr_cache: Path | None = None) -> dict:
+    """Score a fine-tuned model on `split`: every record whole (its windows' probabilities averaged).
+    `rr_cache`: where the records' RR features may already be (finetune's `out/rr_features.npz`)."""
     model_dir = model_folder(model_dir)
     model, config = load_finetuned(model_dir)
     store, out = Store(data), Path(out)
@@ -305,10 +366,7 @@ def evaluate(model_dir: str | Path, data: str | Path, split: str, out: str | Pat
     rows = labels.records[store.manifest["split"].to_numpy()[labels.records] == split]
     if len(rows) == 0:
         raise ValueError(f"{store.root}: no labelled records in split {split!r}")
-    form = "contract" if config["model"]["kind"] in CONTRACT_KINDS else "tokens"
-    contract = model.config.contract if form == "contract" else None
-    windows = LabelledWindows(store, labels, rows, form=form, contract=contract, window_s=config["window_s"],
-                              random_crop=False, lead_map=config.get("leads_map", {}))
+    windows = scoring_windows(model, config, store, labels, rows, rr_cache=rr_cache)
     records, probabilities = predict_records(model, windows, len(labels.classes), multilabel=multilabel)
     truth = labels.targets[_positions(labels, records)]
     classes = labels.classes
