@@ -25,9 +25,17 @@ of task: the PhysioNet/CinC 2017 challenge (single-lead AF classification, N/AF/
 F1 over N, AF and Other 0.83 (Clifford et al. 2017) -- a different data set, for orientation only.
 The last line printed is one JSON object.
 
-Measured (2-core CPU shared with other jobs, 1 thread, one seed; 2,919 records, 50 unlabelled; test
-split 398 labelled records of about 200 patients; `anyecg finetune --task classify --data store --out run` plus the
-option shown): test macro F1 / accuracy / macro AUROC, wall time of the finetune command
+Measured with the records' RR-interval features joined to the network's (the default since; 2-core
+CPU, 1 thread, two runs side by side): test macro F1, mean +/- std over seeds
+- AnyECG shipped, pretrained, defaults, `--seeds 5`: 0.653 +/- 0.023 (AUROC 0.851 +/- 0.013, F1 AF
+  0.57, N 0.89, O 0.50), 7.9 min for 5 seeds, 46 s of it finding the R peaks;
+- AnyECG random init, `--seeds 5`: 0.624 +/- 0.025 (AUROC 0.845 +/- 0.019, F1 AF 0.64, O 0.35), 11.7 min;
+- `--baseline xresnet1d18 --budget-minutes 20`: see docs/results.md, section 2.
+
+Measured before the RR features (the same setting as `--no-rr-features`; 2-core CPU shared with
+other jobs, 1 thread, one seed; 2,919 records, 50 unlabelled; test split 398 labelled records of
+about 200 patients; `anyecg finetune --task classify --data store --out run` plus the option
+shown): test macro F1 / accuracy / macro AUROC, wall time of the finetune command
 - AnyECG shipped (the retrained anyecg-small), pretrained, defaults: 0.635 / 0.804 / 0.797 (F1 AF
   0.47, N 0.89, O 0.55), 2.0 min on a lightly loaded machine, kept epoch 19 of 25 (early stopping);
 - AnyECG random init of the same network (`--random-init`): 0.560 / 0.817 / 0.798 (F1 AF 0.33),
