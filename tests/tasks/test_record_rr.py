@@ -104,6 +104,37 @@ def test_store_features_are_cached_by_record_id(task_store, task_rows, tmp_path,
         np.testing.assert_array_equal(again[row], first[row])
 
 
+def test_an_interrupted_run_keeps_the_records_cached_before_it_stopped(task_store, task_rows, tmp_path, monkeypatch):
+    store = task_store
+    rows = np.array([task_rows[r] for r in ("E07500", "E07504", "E07506", "JS20003")])
+    cache = tmp_path / "rr.npz"
+    monkeypatch.setattr(record_rr, "CACHE_EVERY", 2)
+    detect = record_rr.signal_rr_features
+    calls = []
+
+    def killed_at_the_fourth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return detect(*args, **kwargs)
+
+    monkeypatch.setattr(record_rr, "signal_rr_features", killed_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        record_rr.store_rr_features(store, rows, cache=cache, progress=False)
+    with np.load(cache) as saved:
+        assert len(saved["record_id"]) == 2  # written after the second record; the third was lost with the kill
+    calls.clear()
+    monkeypatch.setattr(record_rr, "signal_rr_features", detect)
+    resumed = record_rr.store_rr_features(store, rows, cache=cache, progress=False)
+    assert sorted(resumed) == sorted(rows.tolist())
+    with np.load(cache) as saved:
+        assert len(saved["record_id"]) == 4
+
+
+def test_a_recording_too_short_for_four_beats_gets_nan_features():
+    assert np.isnan(record_rr_features(np.random.default_rng(0).normal(size=10), 300.0)).all()  # 33 ms
+
+
 def test_rr_features_reach_the_head():
     from anyecg.models.baselines import build_baseline
     from anyecg.tasks.classification import WithRecordFeatures

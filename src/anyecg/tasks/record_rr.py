@@ -31,12 +31,15 @@ from anyecg.data.store import Store, split_list
 RECORD_RR_FEATURES = ["rr_mean", "rr_std", "rr_cv", "rmssd", "pnn50", "median_abs_diff_over_mean",
                       "max_abs_diff_over_mean", "rr_p10", "rr_p90", "rr_min", "rr_max", "heart_rate",
                       "histogram_bins", "histogram_entropy", "rr_ratio_mean", "rr_ratio_std"]
+CACHE_EVERY = 500  # records between cache writes, so an interrupted run resumes near where it stopped
 RR_LEAD = "II"  # the lead R peaks are found on when a record has it
 CLIP = 5.0  # standardized features are clipped to +/- CLIP standard deviations (a missed beat makes outliers)
 
 
 def record_rr_features(signal: np.ndarray, fs: float) -> np.ndarray:
     """float64 [len(RECORD_RR_FEATURES)] of one lead `signal [T]` (NaN where fewer than four beats were found)."""
+    if len(signal) < 2 * fs:  # too short for four beats, and for XQRS's filters
+        return np.full(len(RECORD_RR_FEATURES), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         peaks = processing.xqrs_detect(sig=np.asarray(signal, dtype=np.float64), fs=fs, verbose=False)
@@ -87,16 +90,21 @@ def store_rr_features(store: Store, rows: np.ndarray, cache: Path | None = None,
         else:
             missing.append(row)
     fs = float(store.recipe.target_fs)
-    for row in tqdm(missing, desc="R peaks", file=sys.stderr, disable=not progress or not missing):
+    for done, row in enumerate(tqdm(missing, desc="R peaks", file=sys.stderr, disable=not progress or not missing), 1):
         leads = split_list(manifest.iloc[row]["leads"])
         features[row] = signal_rr_features(store.signal(row), fs, leads)
         known[str(manifest.iloc[row]["record_id"])] = features[row]
-    if cache is not None and missing:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_name(cache.name + ".partial.npz")
-        np.savez(partial, record_id=np.array(list(known)), features=np.stack(list(known.values())))
-        partial.replace(cache)
+        if cache is not None and (done % CACHE_EVERY == 0 or done == len(missing)):
+            _write_cache(cache, known)
     return features
+
+
+def _write_cache(cache: Path, known: dict[str, np.ndarray]) -> None:
+    """Atomically: a killed run leaves the previous cache whole."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(cache.name + ".partial.npz")
+    np.savez(partial, record_id=np.array(list(known)), features=np.stack(list(known.values())))
+    partial.replace(cache)
 
 
 @dataclass
