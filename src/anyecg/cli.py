@@ -114,7 +114,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                    help="training steps (default 200); classify/anomaly/arrhythmia/beats train by epochs, this caps their steps")
     p.add_argument("--max-epochs", type=int, default=30, help="classify/anomaly/arrhythmia/beats: most epochs per seed")
     p.add_argument("--patience", type=int, default=6, help="classify/.../beats: stop after this many epochs without a better val score")
-    p.add_argument("--budget-minutes", type=float, help="classify/.../beats: wall-time budget per seed; stops before overrunning it")
+    p.add_argument("--budget-minutes", type=float, help="classify/.../beats: wall-time budget per seed; the learning rate anneals over the epochs it holds, and training stops before overrunning it")
     p.add_argument("--leads", type=_lead_list, default=[],
                    help="classify/...: read a store lead as another, e.g. I (the single unnamed lead is lead I) or MLII=II")
     p.add_argument("--batch-size", type=int, default=32)

@@ -241,6 +241,33 @@ def test_epoch_items_bounds_the_steps_of_an_epoch(letters_store, tmp_path):
     assert [h["step"] for h in bounded.history] == [2, 4]  # 4 items in batches of 2: two steps an epoch
 
 
+def test_a_budget_shortens_the_learning_rate_schedule_to_the_epochs_it_holds(letters_store, tmp_path, monkeypatch):
+    """Every epoch takes 30 s on a scripted clock; a 2-minute budget holds 4 epochs, so the cosine
+    runs over 4 epochs (not max_epochs 30) and the last steps are near the minimum rate."""
+    from types import SimpleNamespace
+
+    from anyecg.tasks import fit as fit_module
+
+    ticks = iter(range(0, 10_000, 30))  # each reading 30 s after the last: every epoch (start, end) takes 30 s
+    monkeypatch.setattr(fit_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    schedule = []
+    real_lr_factor = fit_module.lr_factor
+
+    def recording_lr_factor(step, warmup_steps, total_steps, min_ratio):
+        schedule.append((step, warmup_steps, total_steps))
+        return real_lr_factor(step, warmup_steps, total_steps, min_ratio)
+
+    monkeypatch.setattr(fit_module, "lr_factor", recording_lr_factor)
+    _, result = _tiny_fit(letters_store, tmp_path / "fit", validate=lambda model: 0.5, max_epochs=30,
+                          budget_minutes=2, batch_size=2)
+    steps_per_epoch = schedule[0][1]
+    assert steps_per_epoch >= 4 and result.epochs_run == 4 and "budget" in result.stop_reason
+    assert {total for step, _, total in schedule if step < steps_per_epoch} == {30 * steps_per_epoch}
+    assert {total for step, _, total in schedule if step >= steps_per_epoch} == {4 * steps_per_epoch}
+    last_step = schedule[-1][0]
+    assert real_lr_factor(last_step, steps_per_epoch, 4 * steps_per_epoch, 0.05) < 0.15  # annealed, not at the peak
+
+
 def test_resume_after_a_kill_matches_an_uninterrupted_run(letters_store, tmp_path):
     def validate_fn():
         scores = iter([0.1, 0.2, 0.3])

@@ -9,6 +9,10 @@ training stops after `patience` epochs without improvement, at `max_epochs`, whe
 would overrun `budget_minutes`, or at `max_steps`. `out/fit.json` says which epoch was kept and why
 training stopped.
 
+The learning rate follows a cosine over `max_epochs`. With `budget_minutes`, the cosine is shortened
+to the epochs the budget holds, counted at the pace of the first epoch that trains the whole model,
+so a budget-bound run still anneals instead of stopping at its peak rate.
+
 Pretrained encoders get layer-wise learning-rate decay (each transformer block `layer_decay` times
 the rate of the one above it, the head the full rate) and a head warm-up: the first
 `head_warmup_epochs` epochs train the head alone, so a random head does not wreck the pretrained
@@ -51,7 +55,7 @@ class FitConfig:
     epoch_items: int | None = None  # items drawn per epoch; None: as many as the dataset holds
     batch_size: int = 32
     lr: float = 1e-3  # the head's peak rate; the encoder's layers get less when pretrained
-    min_lr_ratio: float = 0.05  # cosine decay over max_epochs down to lr * min_lr_ratio
+    min_lr_ratio: float = 0.05  # cosine decay over max_epochs (or the epochs the budget holds) to lr * min_lr_ratio
     weight_decay: float = 0.01
     layer_decay: float = 0.75
     head_warmup_epochs: int = 1  # pretrained encoders only
@@ -154,7 +158,7 @@ def fit(
     n = len(dataset)
     batch_size = min(config.batch_size, n)
     steps_per_epoch = min(n, config.epoch_items or n) // batch_size
-    total_steps = config.max_epochs * steps_per_epoch
+    schedule_epochs = config.max_epochs  # the cosine's length; a budget shortens it after the first full epoch
     pos_weight = None
     if multilabel and config.balanced:
         positives = targets.sum(axis=0)  # [K]
@@ -166,7 +170,7 @@ def fit(
                                   lr=config.lr, betas=(0.9, 0.999))
     augmentations = Augmentations()
     state = load_trainer_state(out / LAST)
-    epoch, step, elapsed, bad_epochs = 0, 0, 0.0, 0
+    epoch, step, elapsed, bad_epochs, schedule_fixed = 0, 0, 0.0, 0, config.budget_minutes is None
     best_score, best_epoch, history, stop_reason = -math.inf, 0, [], ""
     if state is not None:
         load_state_dict_strict(model, out / LAST)
@@ -174,6 +178,8 @@ def fit(
         epoch, step, elapsed, bad_epochs = state["epoch"], state["step"], state["elapsed"], state["bad_epochs"]
         best_score, best_epoch, history = state["best_score"], state["best_epoch"], list(state["history"])
         stop_reason = state["stop_reason"]
+        schedule_epochs = state.get("schedule_epochs", schedule_epochs)
+        schedule_fixed = state.get("schedule_fixed", schedule_fixed)
         print(f"resuming {out} after epoch {epoch}", file=sys.stderr)
 
     while not stop_reason:
@@ -194,7 +200,7 @@ def fit(
             batch = collate([dataset[int(i)] for i in order[position * batch_size:(position + 1) * batch_size]])
             if config.augment:
                 batch = augment_batch(batch, fs, augmentations, generator)
-            factor = lr_factor(step, steps_per_epoch, total_steps, config.min_lr_ratio)
+            factor = lr_factor(step, steps_per_epoch, schedule_epochs * steps_per_epoch, config.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * group["lr_scale"] * factor
             loss = _loss(model(batch).logits, batch["targets"], pos_weight, class_weights)
@@ -211,6 +217,11 @@ def fit(
         epoch += 1
         seconds = time.perf_counter() - started
         elapsed += seconds
+        if not schedule_fixed and epoch > warmup_epochs:  # this epoch trained the whole model: its pace counts
+            schedule_epochs = min(config.max_epochs, max(epoch, epoch + int((60 * config.budget_minutes - elapsed) // seconds)))
+            schedule_fixed = True
+            print(f"the {config.budget_minutes:g}-minute budget holds {schedule_epochs} epochs at {seconds:.0f} s an "
+                  f"epoch: the learning rate anneals over {schedule_epochs}", file=sys.stderr)
         improved = math.isfinite(score) and score > best_score
         if improved:
             best_score, best_epoch, bad_epochs = score, epoch, 0
@@ -231,6 +242,8 @@ def fit(
             stop_reason = f"no better validation {metric} for {config.patience} epochs (early stopping)"
         elif epoch >= config.max_epochs:
             stop_reason = f"reached max_epochs {config.max_epochs}"
+        elif epoch >= schedule_epochs:
+            stop_reason = f"reached the {schedule_epochs} epochs the {config.budget_minutes:g}-minute budget holds"
         elif config.max_steps is not None and step >= config.max_steps:
             stop_reason = f"reached max_steps {config.max_steps}"
         elif config.budget_minutes is not None and elapsed + seconds > 60 * config.budget_minutes:
@@ -241,7 +254,8 @@ def fit(
             stop_reason += "; no finite validation score, so the last epoch was kept"
         trainer_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "elapsed": elapsed,
                          "bad_epochs": bad_epochs, "best_score": best_score, "best_epoch": best_epoch,
-                         "history": history, "stop_reason": stop_reason}
+                         "history": history, "stop_reason": stop_reason, "schedule_epochs": schedule_epochs,
+                         "schedule_fixed": schedule_fixed}
         save_checkpoint(out / LAST, model.state_dict(), model_config, recipe_json, trainer_state)
         if after_epoch is not None:
             after_epoch(epoch)
