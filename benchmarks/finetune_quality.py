@@ -26,10 +26,11 @@ F1 over N, AF and Other 0.83 (Clifford et al. 2017) -- a different data set, for
 The last line printed is one JSON object.
 
 Measured with the records' RR-interval features joined to the network's (the default since; 2-core
-CPU, 1 thread, two runs side by side): test macro F1, mean +/- std over seeds
-- AnyECG shipped, pretrained, defaults, `--seeds 5`: 0.653 +/- 0.023 (AUROC 0.851 +/- 0.013, F1 AF
-  0.57, N 0.89, O 0.50), 7.9 min for 5 seeds, 46 s of it finding the R peaks;
-- AnyECG random init, `--seeds 5`: 0.624 +/- 0.025 (AUROC 0.845 +/- 0.019, F1 AF 0.64, O 0.35), 11.7 min;
+CPU, 1 thread, two runs side by side): test macro F1, mean +/- std over 5 seeds
+- AnyECG shipped, pretrained, defaults: 0.617 +/- 0.041 (AUROC 0.847 +/- 0.017, F1 AF 0.52, N 0.88,
+  O 0.45), 15 min of training for 5 seeds (an earlier run on another machine: 0.653 +/- 0.023);
+- AnyECG random init: 0.613 +/- 0.043 (AUROC 0.844 +/- 0.014), 19 min (earlier: 0.624 +/- 0.025);
+- `--baseline xresnet1d-tiny`: 0.698 +/- 0.025 (AUROC 0.905 +/- 0.011), 20 min;
 - `--baseline xresnet1d18 --budget-minutes 20`: see docs/results.md, section 2.
 
 Measured before the RR features (the same setting as `--no-rr-features`; 2-core CPU shared with
