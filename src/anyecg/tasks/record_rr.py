@@ -5,8 +5,8 @@ sequence, sinus tachycardia and bradycardia are heart rates, bigeminy is alterna
 intervals. A network sees one 10 s window at a time; these features summarise the whole record, so
 every window of a record is classified with its record's rhythm statistics at hand.
 
-R peaks are found with wfdb's XQRS detector on one lead of the preprocessed signal (lead II when the
-record has it, else its first lead). The 16 features are those AF detectors have used for decades:
+R peaks are found with wfdb's XQRS detector (`anyecg.signal.peaks.xqrs_peaks`) on one lead of the
+preprocessed signal (lead II when the record has it, else its first lead). The 16 features are those AF detectors have used for decades:
 mean, standard deviation and coefficient of variation of RR; RMSSD; the share of successive
 differences over 50 ms (pNN50); the median and the largest absolute successive difference over mean
 RR; the 10th and 90th RR percentiles, min and max; heart rate; the number of occupied 0.1 s
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-from wfdb import processing
 
 from anyecg.data.store import Store, split_list
+from anyecg.signal.peaks import xqrs_peaks
 
 RECORD_RR_FEATURES = ["rr_mean", "rr_std", "rr_cv", "rmssd", "pnn50", "median_abs_diff_over_mean",
                       "max_abs_diff_over_mean", "rr_p10", "rr_p90", "rr_min", "rr_max", "heart_rate",
@@ -40,10 +40,7 @@ def record_rr_features(signal: np.ndarray, fs: float) -> np.ndarray:
     """float64 [len(RECORD_RR_FEATURES)] of one lead `signal [T]` (NaN where fewer than four beats were found)."""
     if len(signal) < 2 * fs:  # too short for four beats, and for XQRS's filters
         return np.full(len(RECORD_RR_FEATURES), np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        peaks = processing.xqrs_detect(sig=np.asarray(signal, dtype=np.float64), fs=fs, verbose=False)
-    return peak_rr_features(peaks, fs)
+    return peak_rr_features(xqrs_peaks(signal, fs), fs)
 
 
 def peak_rr_features(peaks: np.ndarray, fs: float) -> np.ndarray:
