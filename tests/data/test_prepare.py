@@ -99,6 +99,15 @@ def test_windowed_read(store):
     np.testing.assert_array_equal(store.signal(i, start=3000, stop=3600), whole[:, 3000:3600])
 
 
+def test_record_accessors_agree_with_the_manifest_and_the_signal(store):
+    for i, row in store.manifest.iterrows():
+        assert store.record_id(i) == row["record_id"]
+        assert store.leads(i) == row["leads"].split(";")
+        assert (store.n_leads(i), store.n_samples(i)) == store.signal(i).shape == (row["n_leads"], row["n_samples"])
+    with pytest.raises(IndexError, match="outside record 100 "):
+        store.signal(int(np.flatnonzero(store.manifest["record_id"] == "100")[0]), start=10**9)
+
+
 def test_labels_csv_and_given_splits(corpus, tmp_path):
     csv = tmp_path / "labels.csv"
     rows = ["record,label,patient,split"]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from anyecg.data.store import Store, split_list
+from anyecg.data.store import Store
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import max_seconds_for_budget, patchify
 
@@ -52,6 +52,9 @@ class StoreWindows(Dataset):
         if split is not None:
             rows = rows[store.manifest["split"].to_numpy()[rows] == split]
         self.rows = rows
+        # demographics as plain lists: a manifest row lookup per item costs more than the read
+        self.ages = store.manifest["age"].astype(float).tolist()
+        self.sexes = store.manifest["sex"].tolist()
         self.random_crop = random_crop
         self.max_window_s = max_window_s
         self.seed = seed
@@ -59,14 +62,13 @@ class StoreWindows(Dataset):
         self.windows = [w for r in rows for w in self._tiles(int(r), max_window_s)] if not random_crop else []
 
     def _window_samples(self, record: int, max_window_s: int | None) -> int:
-        n_leads = int(self.store.manifest.iloc[record]["n_leads"])
-        seconds = max_seconds_for_budget(n_leads, self.token_budget)
+        seconds = max_seconds_for_budget(self.store.n_leads(record), self.token_budget)
         if max_window_s is not None:
             seconds = min(seconds, max_window_s)
         return seconds * self.patch_size
 
     def _tiles(self, record: int, max_window_s: int | None) -> list[WindowRef]:
-        length = int(self.store.manifest.iloc[record]["n_samples"])
+        length = self.store.n_samples(record)
         size = self._window_samples(record, max_window_s)
         return [WindowRef(record, start, min(start + size, length)) for start in range(0, length, size)]
 
@@ -87,7 +89,7 @@ class StoreWindows(Dataset):
         if not self.random_crop:
             return self.windows[index]
         record = int(self.rows[index])
-        length = int(self.store.manifest.iloc[record]["n_samples"])
+        length = self.store.n_samples(record)
         size = self._window_samples(record, self.max_window_s)
         # start on a patch boundary so tokens line up with whole seconds of the record
         n_starts = max(0, (length - size) // self.patch_size) + 1
@@ -97,16 +99,14 @@ class StoreWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         ref = self.window(index)
-        row = self.store.manifest.iloc[ref.record]
         signal = self.store.signal(ref.record, start=ref.start, stop=ref.stop)  # [L, T]
         patches, is_padded = patchify(signal, self.patch_size)  # [L, P, S], [L, P]
-        age = row["age"]
         return {
             "patches": torch.from_numpy(patches),
             "padded_tail": torch.from_numpy(is_padded),
-            "lead_ids": torch.from_numpy(lead_ids(split_list(row["leads"]))),
-            "age": float(age) if age == age and age is not None else float("nan"),
-            "sex": SEX_CODE.get(row["sex"], -1),
+            "lead_ids": torch.from_numpy(lead_ids(self.store.leads(ref.record))),
+            "age": self.ages[ref.record],  # NaN when unknown
+            "sex": SEX_CODE.get(self.sexes[ref.record], -1),
             "record": ref.record,
             "start": ref.start,
         }

@@ -169,7 +169,7 @@ class MultiLabelWindows(Dataset):
         self.windows = [] if random_crop else [w for i in range(len(self.rows)) for w in self._tiles(i)]
 
     def _length(self, position: int) -> int:
-        return int(self.store.manifest.iloc[int(self.rows[position])]["n_samples"])
+        return self.store.n_samples(int(self.rows[position]))
 
     def _tiles(self, position: int) -> list[tuple[int, int]]:
         """(position in self.rows, start) of each evaluation window of one record."""
@@ -196,7 +196,7 @@ class MultiLabelWindows(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         ref = self.window(index)
         signal = self.store.signal(ref.record, start=ref.start, stop=ref.start + self.window_samples)  # [L, T_src]
-        leads = split_list(self.store.manifest.iloc[ref.record]["leads"])
+        leads = self.store.leads(ref.record)
         x, lead_mask = to_model_input(signal, self.store_fs, leads, self.contract)  # [C, T], [C]
         return {
             "x": torch.from_numpy(x),

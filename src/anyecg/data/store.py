@@ -119,20 +119,45 @@ class Store:
             self._shards[shard] = np.memmap(path, dtype=np.float32, mode="r")
         return self._shards[shard]
 
+    @cached_property
+    def _layout(self) -> dict[str, list]:
+        """Where each record lies and how it is normalized, as plain lists: a training epoch reads
+        thousands of windows, and a manifest row lookup (`iloc`) costs more than the read itself."""
+        m = self.manifest
+        return {
+            "n_leads": m["n_leads"].astype(int).tolist(), "n_samples": m["n_samples"].astype(int).tolist(),
+            "shard": m["shard"].astype(int).tolist(), "offset": m["offset"].astype(int).tolist(),
+            "norm_offset": [np.asarray(v) for v in m["norm_offset"]], "norm_scale": [np.asarray(v) for v in m["norm_scale"]],
+            "leads": [split_list(v) for v in m["leads"]], "record_id": m["record_id"].astype(str).tolist(),
+        }
+
+    def leads(self, index: int) -> list[str]:
+        """The lead names of record `index`, in the order of its signal's rows."""
+        return self._layout["leads"][index]
+
+    def n_leads(self, index: int) -> int:
+        return self._layout["n_leads"][index]
+
+    def n_samples(self, index: int) -> int:
+        return self._layout["n_samples"][index]
+
+    def record_id(self, index: int) -> str:
+        return self._layout["record_id"][index]
+
     def signal(self, index: int, *, normalized: bool = True, start: int = 0, stop: int | None = None) -> np.ndarray:
         """float32 [leads, stop - start]; a window is read without touching the rest of the record."""
-        row = self.manifest.iloc[index]
-        n_leads, n_samples = int(row["n_leads"]), int(row["n_samples"])
+        layout = self._layout
+        n_leads, n_samples = layout["n_leads"][index], layout["n_samples"][index]
         stop = n_samples if stop is None else min(stop, n_samples)
         if not 0 <= start <= stop:
-            raise IndexError(f"window [{start}, {stop}) outside record {row['record_id']} of {n_samples} samples")
-        flat = self._shard(int(row["shard"]))
-        base = int(row["offset"])
+            raise IndexError(f"window [{start}, {stop}) outside record {self.record_id(index)} of {n_samples} samples")
+        flat = self._shard(layout["shard"][index])
+        base = layout["offset"][index]
         # [n_samples, leads] view of the record, then the requested window as [leads, stop - start]
         record = flat[base : base + n_leads * n_samples].reshape(n_samples, n_leads)
         window = np.array(record[start:stop].T, dtype=np.float32)
         if normalized:
-            window = apply_normalization(window, np.asarray(row["norm_offset"]), np.asarray(row["norm_scale"]))
+            window = apply_normalization(window, layout["norm_offset"][index], layout["norm_scale"][index])
         return window
 
     @cached_property

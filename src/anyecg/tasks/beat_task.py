@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from anyecg.data.splits import patient_split
-from anyecg.data.store import Store, split_list
+from anyecg.data.store import Store
 from anyecg.evaluation.metrics import beat_metrics, mean_std_over_seeds, to_jsonable
 from anyecg.evaluation.plots import plot_confusion
 from anyecg.families import FamilyClassifier, is_family_checkpoint
@@ -194,7 +194,7 @@ class BeatWindows(Dataset):
     def __getitem__(self, index: int) -> dict:
         beat = self.beats[index]
         signal = self.store.signal(beat.record, start=beat.start, stop=beat.stop)  # [L, T]
-        leads = split_list(self.store.manifest.iloc[beat.record]["leads"])
+        leads = self.store.leads(beat.record)
         item = {"target": CLASSES.index(beat.label), "index": index, "rr": torch.from_numpy(beat.rr)}
         if self.form == "tokens":
             patches, _ = patchify(signal, self.patch_size)  # [L, P, S]

@@ -128,7 +128,7 @@ class LabelledWindows(Dataset):
 
     def leads(self, record: int) -> list[str]:
         """The record's canonical lead names after `lead_map`."""
-        return [self.lead_map.get(name, name) for name in split_list(self.store.manifest.iloc[record]["leads"])]
+        return [self.lead_map.get(name, name) for name in self.store.leads(record)]
 
     def set_epoch(self, epoch: int) -> None:
         self.windows.set_epoch(epoch)

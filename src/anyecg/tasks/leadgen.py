@@ -268,14 +268,14 @@ class LeadGenWindows(Dataset):
         if not self.random_crop:
             return self.tiles[index]
         record = int(self.rows[index])
-        length = int(self.store.manifest.iloc[record]["n_samples"])
+        length = self.store.n_samples(record)
         n_starts = (length - self.size) // self.patch_size + 1
         rng = np.random.default_rng([self.seed, self.epoch, index])
         return record, int(rng.integers(n_starts)) * self.patch_size
 
     def channels(self, record: int) -> np.ndarray:
         """int [C_in + C_out]: where the input then target leads sit in the record's stored leads."""
-        leads = split_list(self.store.manifest.iloc[record]["leads"])
+        leads = self.store.leads(record)
         return np.array([leads.index(lead) for lead in self.input_leads + self.target_leads])
 
     def noise_rng(self, index: int, record: int) -> np.random.Generator:
@@ -283,7 +283,7 @@ class LeadGenWindows(Dataset):
         if self.random_crop:  # training: a new draw each epoch, apart from the crop's stream
             return np.random.default_rng([self.noise.seed, self.seed, self.epoch, index, 1])
         _, start = self.window(index)
-        record_id = str(self.store.manifest.iloc[record]["record_id"])
+        record_id = self.store.record_id(record)
         return np.random.default_rng([self.noise.seed, zlib.crc32(record_id.encode()), start])
 
     def __getitem__(self, index: int) -> dict:
