@@ -1,7 +1,7 @@
 """Every code block of README.md runs, in order, on a folder `my-ecgs/` of real PhysioNet records.
 
 Blocks run as written except for these cuts, so the whole README takes minutes on a CPU:
-step and seed counts drop to 2 and 1, `torchrun` starts 2 processes instead of 8 with the tiny
+step and seed counts drop to 2 and 1, pretraining batches to 4, `torchrun` starts 2 processes instead of 8 with the tiny
 preset, the demo runs `--quick`, and `pip install` lines are skipped (the test environment is the
 installed package). Later blocks use what earlier ones made (store/, runs/), as a reader would.
 """
@@ -62,11 +62,21 @@ def runnable(language: str, code: str) -> str | None:
         code = "\n".join(part for part in code.splitlines() if not part.startswith("pip install"))
     for pattern, replacement in CUTS:
         code = pattern.sub(replacement, code)
-    # training commands that rely on the default step count get 2 steps too
-    lines = [line if "--steps" in line or not re.search(r"anyecg (finetune|pretrain)", line) else
-             re.sub(r"(anyecg (finetune|pretrain)[^#]*?)(\s*(#.*)?)$", r"\1 --steps 2\3", line)
-             for line in code.splitlines()]
+    # training commands that rely on the default step count get 2 steps too, and pretraining
+    # batches of 4 (a default batch of 32 whole-budget windows is most of a 2-step run's time)
+    lines = []
+    for line in code.splitlines():
+        if "--steps" not in line and re.search(r"anyecg (finetune|pretrain)", line):
+            line = with_option(line, "--steps 2")
+        if "--batch-size" not in line and re.search(r"anyecg(\.cli)? pretrain", line):
+            line = with_option(line, "--batch-size 4")
+        lines.append(line)
     return "\n".join(lines)
+
+
+def with_option(line: str, option: str) -> str:
+    """`line` with `option` added after the command, before any trailing comment."""
+    return re.sub(r"^([^#]*?)(\s*(#.*)?)$", rf"\1 {option}\2", line)
 
 
 BLOCKS = [(language, runnable(language, code), line) for language, code, line in code_blocks(README.read_text())]
