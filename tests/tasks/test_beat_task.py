@@ -111,7 +111,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(beat_store, baseline):
     torch.manual_seed(0)
     beats, _ = split_beats(beat_store, "train", 3, max_beats=8, seed=0)
     config = BeatConfig(baseline=baseline, baseline_leads=("II", "V1"))
-    model, form, contract, _ = _build(config, class_weights([b.label for b in beats]))
+    model, form, contract, _ = _build(config)
     batch = collate_beats([BeatWindows(beat_store, beats, form=form, contract=contract)[i] for i in range(len(beats))])
     if form == "tokens":
         assert batch["patches"].shape == (len(beats), 2, 3, 300)
@@ -155,7 +155,7 @@ def test_finetune_then_evaluate_reloads_strictly_and_reproduces_metrics(beat_sto
 
 def test_peak_pooling_equals_a_dense_reference(beat_store):
     beats, _ = split_beats(beat_store, "test", 3, max_beats=2, seed=0)
-    model, form, _, _ = _build(BeatConfig(), class_weights([b.label for b in beats]))
+    model, form, _, _ = _build(BeatConfig())
     batch = collate_beats([BeatWindows(beat_store, beats, form=form)[i] for i in range(len(beats))])
     batch["peak_patch"] = torch.tensor([0, 1, 2, 1])  # every patch position, not only the middle
     batch["pad_mask"][1, 1] = True  # item 1: its second lead is padding
@@ -191,7 +191,7 @@ def test_cli_finetune_and_evaluate_beats(beat_store, tmp_path, capsys):
 @pytest.mark.parametrize("rr", [True, False])
 def test_rr_features_reach_the_head_only_when_on(beat_store, rr):
     beats, _ = split_beats(beat_store, "train", 3, max_beats=4, seed=0)
-    model, form, contract, _ = _build(BeatConfig(baseline="xresnet1d-tiny", rr_features=rr), class_weights([b.label for b in beats]))
+    model, form, contract, _ = _build(BeatConfig(baseline="xresnet1d-tiny", rr_features=rr))
     batch = collate_beats([BeatWindows(beat_store, beats, form=form, contract=contract)[i] for i in range(len(beats))])
     assert batch["rr"].shape == (len(beats), len(RR_FEATURES))
     model.eval()

@@ -137,10 +137,10 @@ def test_a_recording_too_short_for_four_beats_gets_nan_features():
 
 def test_rr_features_reach_the_head():
     from anyecg.models.baselines import build_baseline
-    from anyecg.tasks.classification import WithRecordFeatures
+    from anyecg.tasks.classification import WithRRFeatures
 
     torch.manual_seed(0)
-    model = WithRecordFeatures(build_baseline("xresnet1d-tiny", num_classes=3, leads=("I",)), len(RECORD_RR_FEATURES), 3).eval()
+    model = WithRRFeatures(build_baseline("xresnet1d-tiny", num_classes=3, leads=("I",)), len(RECORD_RR_FEATURES), 3).eval()
     contract = model.config.contract
     batch = {"x": torch.randn(2, len(contract.leads), contract.n_samples), "lead_mask": torch.ones(2, len(contract.leads), dtype=torch.bool),
              "rr": torch.zeros(2, len(RECORD_RR_FEATURES)), "targets": torch.tensor([0, 1])}

@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -60,7 +59,7 @@ from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
 from anyecg.tasks.beats import RR_FEATURES, beat_samples, beat_windows, inter_patient_split, rr_features
-from anyecg.tasks.classification import AnyECGClassifier, network_features
+from anyecg.tasks.classification import AnyECGClassifier, WithRRFeatures
 from anyecg.tasks.fit import FitConfig, fit
 from anyecg.tasks.folders import CONTRACT_KINDS, load_finetuned_config, write_summary
 from anyecg.training.checkpoint import load_state_dict_strict
@@ -68,7 +67,6 @@ from anyecg.training.loop import FINAL
 
 TASK = "beats"
 CLASSES = ["N", "S", "V", "F"]  # AAMI classes scored; Q is excluded
-HEAD_HIDDEN = 64  # width of the MLP head that joins network and RR features
 
 
 @dataclass
@@ -230,13 +228,6 @@ def collate_beats(items: list[dict]) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------- models
 
 
-@dataclass
-class BeatOutput:
-    loss: Tensor
-    accuracy: Tensor
-    logits: Tensor  # [B, K]
-
-
 class AnyECGBeatClassifier(AnyECGClassifier):
     """Backbone tokens of the patch holding the R peak, averaged over the real leads.
 
@@ -254,65 +245,36 @@ class AnyECGBeatClassifier(AnyECGClassifier):
         return (at_peak * real).sum(1) / real.sum(1).clamp(min=1)  # [B, D]
 
 
-class BeatModel(nn.Module):
-    """A beat network's features (with the beat's RR features when `rr_features`) through this
-    model's head, trained with class-weighted cross-entropy.
-
-    The network's own head is replaced by an identity, so its `forward_head` hands over the
-    (dropped-out, where the network has head dropout) features. The class weights are a
-    non-persistent buffer: they live in config.json, not in the state dict.
-    """
-
-    def __init__(self, net: nn.Module, weights: np.ndarray, rr_features: bool):
-        super().__init__()
-        width = net.head.in_features
-        net.head = nn.Identity()
-        self.net, self.rr_features = net, rr_features
-        if rr_features:
-            self.head = nn.Sequential(nn.Linear(width + len(RR_FEATURES), HEAD_HIDDEN), nn.GELU(),
-                                      nn.Linear(HEAD_HIDDEN, len(CLASSES)))
-        else:
-            self.head = nn.Linear(width, len(CLASSES))
-        self.register_buffer("class_weights", torch.as_tensor(weights, dtype=torch.float32), persistent=False)
-
-    def logits(self, batch: dict) -> Tensor:
-        features = network_features(self.net, batch)  # [B, D]
-        if self.rr_features:
-            features = torch.cat([features, batch["rr"].to(features.dtype)], dim=-1)  # [B, D + R]
-        return self.head(features)  # [B, K]
-
-    def forward(self, batch: dict) -> BeatOutput:
-        logits = self.logits(batch).float()
-        targets = batch["targets"]
-        loss = F.cross_entropy(logits, targets, weight=self.class_weights)
-        return BeatOutput(loss=loss, accuracy=(logits.argmax(-1) == targets).float().mean().detach(), logits=logits)
+def _with_head(net: nn.Module, rr_features: bool) -> WithRRFeatures:
+    """The beat network with its head: a two-layer head on network and RR features, or a linear one."""
+    return WithRRFeatures(net, len(RR_FEATURES) if rr_features else 0, len(CLASSES))
 
 
-def _build(config: BeatConfig, weights: np.ndarray) -> tuple[BeatModel, str, SignalContract | None, dict]:
+def _build(config: BeatConfig) -> tuple[WithRRFeatures, str, SignalContract | None, dict]:
     """(model, input form, contract, rebuild spec for config.json)."""
     if config.baseline is not None:
         net = build_baseline(config.baseline, num_classes=len(CLASSES), fs=300.0, window_s=float(config.window_s),
                              leads=config.baseline_leads)
         spec = {"kind": "baseline", "preset": config.baseline, "config": asdict(net.config)}
-        return BeatModel(net, weights, config.rr_features), "contract", net.config.contract, spec
+        return _with_head(net, config.rr_features), "contract", net.config.contract, spec
     if is_family_checkpoint(config.model):  # ECG-FM / ECGFounder: the beat window padded to their input length
         net = FamilyClassifier.from_pretrained(config.model, len(CLASSES), linear_probe=config.linear_probe,
                                                random_init=config.random_init)
         spec = net.spec(config.random_init)
-        return BeatModel(net, weights, config.rr_features), "contract", net.config.contract, spec
+        return _with_head(net, config.rr_features), "contract", net.config.contract, spec
     pretrained = AnyECG.from_pretrained(config.model)
     if pretrained.backbone is None:
         raise ValueError(f"{config.model}: a tokenizer-only checkpoint; beat classification needs a stage-2 (pretrain) checkpoint")
     backbone = Backbone(pretrained.backbone.config) if config.random_init else pretrained.backbone
     net = AnyECGBeatClassifier(backbone, len(CLASSES), linear_probe=config.linear_probe)
     spec = {"kind": "anyecg", "backbone": asdict(backbone.config), "random_init": config.random_init}
-    return BeatModel(net, weights, config.rr_features), "tokens", None, spec
+    return _with_head(net, config.rr_features), "tokens", None, spec
 
 
 # ---------------------------------------------------------------------------------------- finetune / evaluate
 
 
-def validation_f1(model: BeatModel, dataset: BeatWindows, min_beats: int = 20) -> float:
+def validation_f1(model: WithRRFeatures, dataset: BeatWindows, min_beats: int = 20) -> float:
     """Macro F1 over the classes with at least `min_beats` beats in `dataset` (all present ones if
     none has): a class with a handful of validation beats (F usually) would make the choice noise."""
     truth = np.array([CLASSES.index(b.label) for b in dataset.beats])
@@ -336,7 +298,7 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         beats, excluded_q = split_beats(store, "train", config.window_s, config.max_beats_per_record, seed, config.val_fraction)
         labels = [b.label for b in beats]
         weights = class_weights(labels, config.class_weight_power)
-        model, form, contract, spec = _build(config, weights)
+        model, form, contract, spec = _build(config)
         dataset = BeatWindows(store, beats, form=form, contract=contract)
         val_dataset = BeatWindows(store, val_beats, form=form, contract=contract)
         fit_config = FitConfig(max_epochs=config.max_epochs, patience=config.patience, budget_minutes=config.budget_minutes,
@@ -353,7 +315,7 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         result = fit(model, dataset, collate_beats, np.array([CLASSES.index(c) for c in labels]),
                      lambda m: validation_f1(m, val_dataset), fit_config, run, metric="f1_macro", pretrained=pretrained,
                      fs=store.recipe.target_fs, model_config=model_config, recipe_json=store.recipe.to_json(),
-                     class_weights=model.class_weights)
+                     class_weights=torch.as_tensor(weights, dtype=torch.float32))
         fits.append({"seed": seed, "kept_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      "val_f1_macro": result.best_score, "stopped": result.stop_reason})
         per_seed.append(evaluate_beats(run / FINAL, data, run / "test"))
@@ -370,7 +332,7 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
     return summary
 
 
-def load_beat_model(directory: str | Path) -> tuple[BeatModel, dict]:
+def load_beat_model(directory: str | Path) -> tuple[WithRRFeatures, dict]:
     """(model, config) of a fine-tuned beat folder, strictly loaded; `config["recipe"]` is its Recipe."""
     config = load_finetuned_config(directory, (TASK,))
     spec = config["model"]
@@ -380,13 +342,13 @@ def load_beat_model(directory: str | Path) -> tuple[BeatModel, dict]:
         net = FamilyClassifier.from_spec(spec, len(config["classes"]))
     else:
         net = AnyECGBeatClassifier(Backbone(BackboneConfig(**spec["backbone"])), len(config["classes"]))
-    model = BeatModel(net, np.array(config["class_weights"], dtype=np.float32), config.get("rr_features", False))
+    model = _with_head(net, bool(config.get("rr_features")))
     load_state_dict_strict(model, directory)
     return model.eval(), config
 
 
 @torch.no_grad()
-def predict_beats(model: BeatModel, dataset: BeatWindows, batch_size: int = 256) -> np.ndarray:
+def predict_beats(model: WithRRFeatures, dataset: BeatWindows, batch_size: int = 256) -> np.ndarray:
     """float [N, K] class probabilities of every beat of `dataset`, in order."""
     model.eval()
     parts = []

@@ -235,16 +235,24 @@ def network_features(net: nn.Module, batch: dict) -> Tensor:
     return net.forward_head(net.forward_features(batch))
 
 
-class WithRecordFeatures(nn.Module):
-    """A record classifier's features joined to its record's RR-interval features (batch "rr"
-    [B, F]) before a two-layer head. The network's own head is replaced by an identity."""
+class WithRRFeatures(nn.Module):
+    """A classifier network's features joined to RR-interval features computed outside it (batch
+    "rr" [B, F]: its record's, or its beat's) before a two-layer head; with F = 0, a linear head on
+    the network's features alone.
+
+    The network's own head is replaced by an identity, so its `forward_head` hands over the
+    (dropped-out, where the network has head dropout) features.
+    """
 
     def __init__(self, net: nn.Module, n_features: int, n_classes: int, hidden: int = 64):
         super().__init__()
         width = net.head.in_features
         net.head = nn.Identity()
-        self.net = net
-        self.head = nn.Sequential(nn.Linear(width + n_features, hidden), nn.GELU(), nn.Linear(hidden, n_classes))
+        self.net, self.n_features = net, n_features
+        if n_features:
+            self.head = nn.Sequential(nn.Linear(width + n_features, hidden), nn.GELU(), nn.Linear(hidden, n_classes))
+        else:
+            self.head = nn.Linear(width, n_classes)
 
     @property
     def config(self):
@@ -253,7 +261,9 @@ class WithRecordFeatures(nn.Module):
 
     def logits(self, batch: dict) -> Tensor:
         features = network_features(self.net, batch)  # [B, D]
-        return self.head(torch.cat([features, batch["rr"].to(features.dtype)], dim=-1))  # [B, K]
+        if self.n_features:
+            features = torch.cat([features, batch["rr"].to(features.dtype)], dim=-1)  # [B, D + F]
+        return self.head(features)  # [B, K]
 
     def forward(self, batch: dict) -> ClassifierOutput:
         logits = self.logits(batch)

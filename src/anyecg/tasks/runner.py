@@ -49,7 +49,7 @@ from anyecg.tasks.classification import (
     AnyECGClassifier,
     LabelledWindows,
     RecordLabels,
-    WithRecordFeatures,
+    WithRRFeatures,
     class_counts,
     collate_labelled,
     predict_records,
@@ -129,7 +129,7 @@ def _build(config: FinetuneConfig, n_classes: int, single_lead: str | None):
     network joined to the records' RR features when `config.rr_features`."""
     model, form, contract, spec, pretrained = _build_network(config, n_classes, single_lead)
     if config.rr_features:
-        model = WithRecordFeatures(model, len(RECORD_RR_FEATURES), n_classes)
+        model = WithRRFeatures(model, len(RECORD_RR_FEATURES), n_classes)
     return model, form, contract, spec, pretrained
 
 
@@ -289,7 +289,7 @@ def load_finetuned(directory: str | Path):
     else:
         model = AnyECGClassifier(Backbone(BackboneConfig(**spec["backbone"])), n_classes)
     if config.get("rr_features"):
-        model = WithRecordFeatures(model, len(RECORD_RR_FEATURES), n_classes)
+        model = WithRRFeatures(model, len(RECORD_RR_FEATURES), n_classes)
     load_state_dict_strict(model, directory)
     return model.eval(), config
 
@@ -304,7 +304,7 @@ def _standardizer(config: dict) -> RRStandardizer | None:
 
 def window_logits(model, batch: dict) -> torch.Tensor:
     """Logits [S, K] of a batch of windows without targets."""
-    if isinstance(model, WithRecordFeatures):
+    if isinstance(model, WithRRFeatures):
         return model.logits(batch)
     if "x" in batch:
         return model(batch["x"], batch["lead_mask"])
