@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from anyecg.data.multilabel import MultiLabelTarget, MultiLabelWindows, build_vocabulary, collate_multilabel
-from anyecg.data.store import Store, split_list
+from anyecg.data.store import Store
 from anyecg.models.baselines.common import ClassificationOutput, classification_loss
 from anyecg.models.contract import segments
 from anyecg.models.ecgfm import ECGFM, ECGFMConfig, ECGFMPretrainer, SegmentPairs, collate_pairs, ecgfm_config
@@ -67,7 +67,7 @@ def usable_rows(store: Store, rows: np.ndarray, leads: tuple[str, ...]) -> tuple
     """(rows with at least one of `leads`, ids of the records left out): a record whose only lead is
     unnamed (CPSC 2019) or outside the model's lead set gives it no input."""
     wanted = set(leads)
-    keep = np.array([bool(wanted & set(split_list(store.manifest.iloc[r]["leads"]))) for r in rows], dtype=bool)
+    keep = np.array([bool(wanted & set(store.leads(r))) for r in rows], dtype=bool)
     ids = store.manifest["record_id"].astype(str).to_numpy()
     return rows[keep], ids[rows[~keep]].tolist()
 

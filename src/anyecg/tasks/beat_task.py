@@ -291,7 +291,7 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
     evaluation, `out/summary.json` the mean +/- std over seeds. Rerunning resumes an interrupted run."""
     store, out = Store(data), Path(out)
     rows = split_rows(store, config.val_fraction)
-    record_ids = {split: [str(store.manifest.iloc[row]["record_id"]) for row in split_of] for split, split_of in rows.items()}
+    record_ids = {split: [store.record_id(row) for row in split_of] for split, split_of in rows.items()}
     val_beats, _ = split_beats(store, "val", config.window_s, config.max_beats_per_record, 0, config.val_fraction)
     per_seed, fits = [], []
     for seed in range(config.seeds):
@@ -384,7 +384,7 @@ def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, 
     y_pred = [classes[k] for k in probabilities.argmax(1)]
     metrics = beat_metrics(y_true, y_pred, classes)
     metrics.update(excluded_q_beats=excluded_q, max_beats_per_record=limit, split=split,
-                   records=sorted({str(store.manifest.iloc[b.record]["record_id"]) for b in beats}))
+                   records=sorted({store.record_id(b.record) for b in beats}))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))
     ids = store.manifest["record_id"].astype(str).to_numpy()

@@ -164,7 +164,7 @@ def embed_stream(encoder: WindowEncoder, store: Store, record: int, start: int, 
     """
     size = encoder.window_s * store.recipe.patch_size
     bounds = window_bounds(start, stop, size)  # [S, 2]
-    leads = split_list(store.manifest.iloc[record]["leads"])
+    leads = store.leads(record)
     full = bounds[:, 1] - bounds[:, 0] == size  # [S]
     out = np.empty((len(bounds), encoder.dim), dtype=np.float32)  # [S, D]
     for first in range(0, len(bounds), batch_windows):

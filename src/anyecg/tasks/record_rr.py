@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from anyecg.data.store import Store, split_list
+from anyecg.data.store import Store
 from anyecg.signal.peaks import xqrs_peaks
 
 RECORD_RR_FEATURES = ["rr_mean", "rr_std", "rr_cv", "rmssd", "pnn50", "median_abs_diff_over_mean",
@@ -74,23 +74,21 @@ def store_rr_features(store: Store, rows: np.ndarray, cache: Path | None = None,
     """{manifest row: float64 [F]} for `rows` of `store`. With `cache` (a .npz), features already
     computed for a record id are read back and new ones added, so a resumed or repeated run on the
     same store does not detect the R peaks again."""
-    manifest = store.manifest
     known: dict[str, np.ndarray] = {}
     if cache is not None and cache.is_file():
         with np.load(cache) as saved:
             known = dict(zip(saved["record_id"].tolist(), saved["features"]))
     features, missing = {}, []
     for row in rows.tolist():
-        record_id = str(manifest.iloc[row]["record_id"])
+        record_id = store.record_id(row)
         if record_id in known:
             features[row] = known[record_id]
         else:
             missing.append(row)
     fs = float(store.recipe.target_fs)
     for done, row in enumerate(tqdm(missing, desc="R peaks", file=sys.stderr, disable=not progress or not missing), 1):
-        leads = split_list(manifest.iloc[row]["leads"])
-        features[row] = signal_rr_features(store.signal(row), fs, leads)
-        known[str(manifest.iloc[row]["record_id"])] = features[row]
+        features[row] = signal_rr_features(store.signal(row), fs, store.leads(row))
+        known[store.record_id(row)] = features[row]
         if cache is not None and (done % CACHE_EVERY == 0 or done == len(missing)):
             _write_cache(cache, known)
     return features
