@@ -159,6 +159,17 @@ def test_rerun_with_other_sources_or_recipe_is_refused(corpus, tmp_path):
         prepare(PrepareConfig(sources=[corpus / "cpsc2021"], out=out, recipe=Recipe(notch_hz=60.0), progress=False))
 
 
+def test_rerun_naming_the_same_sources_another_way_resumes(corpus, tmp_path, monkeypatch):
+    out = tmp_path / "store"
+    first = prepare(PrepareConfig(sources=[corpus / "cpsc2021"], out=out, progress=False))
+    before = Store(out).manifest
+    monkeypatch.chdir(corpus)
+    again = prepare(PrepareConfig(sources=[Path("cpsc2021")], out=out, progress=False))
+    assert again.shards_reused == first.shards_written and again.shards_written == 0
+    after = Store(out).manifest
+    assert after["record_id"].tolist() == before["record_id"].tolist() and len(after) == 2
+
+
 def test_killed_job_resumes_without_duplicates(shared_data, tmp_path, copy_records):
     # all 50 CinC 2021 records, one shard each: enough shards that the kill lands mid-way even when
     # this process polls slowly on a loaded machine

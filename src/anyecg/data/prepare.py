@@ -133,11 +133,15 @@ def _load_or_make_plan(out: Path, sources: list[Path], config: PrepareConfig,
     plan_path = out / PLAN
     if plan_path.is_file():
         plan = pd.read_parquet(plan_path)
-        if sorted(plan["source"]) != sorted(records):
+        # The same files named another way (a relative path, a link) resume the plan under today's names.
+        today = {str(Path(r).resolve()): r for r in records}
+        planned = plan["source"].map(lambda s: str(Path(s).resolve()))
+        if sorted(planned) != sorted(today):
             raise StoreError(
                 f"{out}: store was started from other sources ({len(plan)} records planned, {len(records)} "
                 "found now); rerun with the same sources or use a new --out"
             )
+        plan["source"] = planned.map(today)
         return plan
     if not records:
         raise StoreError(f"no records found in {[str(s) for s in sources]}")
