@@ -14,10 +14,11 @@ discriminants on RR and morphology features) and 0.945 (Mondejar-Guerra et al. 2
 SVMs on RR, wavelet, HOS and LBP features of both leads).
 
 Measured (2-core CPU, one thread per run, two runs side by side; 5 seeds, 3 for the ablations):
-accuracy 0.919 +/- 0.019 for `xresnet1d-tiny` (V F1 0.77, S F1 0.31; 42 min), 0.912 +/- 0.023 for
-AnyECG pretrained (V F1 0.76; 28 min), 0.924 +/- 0.011 for AnyECG random init (V F1 0.80; 20 min);
-without RR features 0.887 +/- 0.015 (`xresnet1d-tiny`) and 0.883 +/- 0.053 (AnyECG). Seeds' ensembles:
-0.934 / 0.936 / 0.947 (V F1 0.84 / 0.86 / 0.91).
+accuracy 0.919 +/- 0.019 for `xresnet1d-tiny` (V F1 0.77, S F1 0.31; 42 min), 0.920 +/- 0.009 for
+AnyECG pretrained (V F1 0.77; about 10 min a seed; the checkpoint shipped before it: 0.912 +/- 0.023,
+V F1 0.76), 0.924 +/- 0.011 for AnyECG random init (V F1 0.80; 20 min); without RR features 0.887
++/- 0.015 (`xresnet1d-tiny`) and 0.883 +/- 0.053 (AnyECG, the previous checkpoint). Seeds'
+ensembles: 0.934 / 0.934 / 0.947 (V F1 0.84 / 0.84 / 0.91).
 
 The last line printed is one JSON object: per model, mean +/- std over seeds of accuracy, macro F1
 and F1 / sensitivity / positive predictive value per class, the epochs kept, and the wall time;

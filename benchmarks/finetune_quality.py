@@ -27,8 +27,9 @@ The last line printed is one JSON object.
 
 Measured with the records' RR-interval features joined to the network's (the default since; 2-core
 CPU, 1 thread, two runs side by side): test macro F1, mean +/- std over 5 seeds
-- AnyECG shipped, pretrained, defaults: 0.617 +/- 0.041 (AUROC 0.847 +/- 0.017, F1 AF 0.52, N 0.88,
-  O 0.45), 15 min of training for 5 seeds (an earlier run on another machine: 0.653 +/- 0.023);
+- AnyECG shipped, pretrained, defaults: 0.674 +/- 0.022 (AUROC 0.865 +/- 0.014, F1 AF 0.60, N 0.90,
+  O 0.52), 13 min of training for 5 seeds; the checkpoint shipped before it (800 tokenizer steps):
+  0.617 +/- 0.041 (AUROC 0.847 +/- 0.017), 15 min (an earlier run on another machine: 0.653 +/- 0.023);
 - AnyECG random init: 0.613 +/- 0.043 (AUROC 0.844 +/- 0.014), 19 min (earlier: 0.624 +/- 0.025);
 - `--baseline xresnet1d-tiny`: 0.698 +/- 0.025 (AUROC 0.905 +/- 0.011), 20 min;
 - `--baseline xresnet1d18 --budget-minutes 20`: see docs/results.md, section 2.
@@ -37,14 +38,14 @@ Measured before the RR features (the same setting as `--no-rr-features`; 2-core 
 other jobs, 1 thread, one seed; 2,919 records, 50 unlabelled; test split 398 labelled records of
 about 200 patients; `anyecg finetune --task classify --data store --out run` plus the option
 shown): test macro F1 / accuracy / macro AUROC, wall time of the finetune command
-- AnyECG shipped (the retrained anyecg-small), pretrained, defaults: 0.635 / 0.804 / 0.797 (F1 AF
+- AnyECG, the checkpoint shipped before the current one, pretrained, defaults: 0.635 / 0.804 / 0.797 (F1 AF
   0.47, N 0.89, O 0.55), 2.0 min on a lightly loaded machine, kept epoch 19 of 25 (early stopping);
 - AnyECG random init of the same network (`--random-init`): 0.560 / 0.817 / 0.798 (F1 AF 0.33),
   0.9 min, kept epoch 4 of 10;
 - the same two with `--seeds 5` (run side by side, 1 thread each): pretrained 0.634 +/- 0.030 macro F1
   (AUROC 0.817 +/- 0.020, F1 AF 0.49 +/- 0.06), 7.3 min; random init 0.549 +/- 0.030 (AUROC
   0.773 +/- 0.040, F1 AF 0.38 +/- 0.05), 6.7 min;
-- the anyecg-small shipped before it: 0.581 / 0.781 / 0.762 (F1 AF 0.29), 6.2 min under heavy load,
+- the anyecg-small shipped before that one: 0.581 / 0.781 / 0.762 (F1 AF 0.29), 6.2 min under heavy load,
   kept epoch 15 of 21; its random init 0.540;
 - `--baseline xresnet1d-tiny`: 0.573 / 0.756 / 0.867, 6.7 min, kept epoch 6 of 12; with `--seeds 5`
   0.603 +/- 0.118 macro F1 (seeds 0.43-0.75), AUROC 0.832 +/- 0.084, 26 min beside three other runs;
