@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import wfdb
 
+from anyecg.data.dataset import StoreWindows
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import Store, StoreError
 from anyecg.io import read_record
@@ -104,8 +105,22 @@ def test_record_accessors_agree_with_the_manifest_and_the_signal(store):
         assert store.record_id(i) == row["record_id"]
         assert store.leads(i) == row["leads"].split(";")
         assert (store.n_leads(i), store.n_samples(i)) == store.signal(i).shape == (row["n_leads"], row["n_samples"])
+        assert store.age(i) is None if pd.isna(row["age"]) else store.age(i) == row["age"]
+        assert store.sex(i) is None if pd.isna(row["sex"]) else store.sex(i) == row["sex"]
+    assert {store.sex(i) for i in range(len(store))} >= {"M", "F"}  # CinC 2021 headers give both
     with pytest.raises(IndexError, match="outside record 100 "):
         store.signal(int(np.flatnonzero(store.manifest["record_id"] == "100")[0]), start=10**9)
+
+
+def test_windows_carry_each_record_demographics(store):
+    windows = StoreWindows(store, random_crop=False, max_window_s=10)
+    items = [windows[i] for i in range(len(windows))]
+    by_record = {store.record_id(item["record"]): (item["age"], item["sex"]) for item in items}
+    for _, row in store.manifest.iterrows():
+        age, sex = by_record[row["record_id"]]
+        assert np.isnan(age) if pd.isna(row["age"]) else age == row["age"]
+        assert sex == {"M": 0, "F": 1}.get(row["sex"], -1)
+    assert {sex for _, sex in by_record.values()} >= {0, -1}  # known and unknown sexes both covered
 
 
 def test_labels_csv_and_given_splits(corpus, tmp_path):

@@ -7,6 +7,7 @@ record per epoch; evaluation tiles each record with consecutive windows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,9 +53,6 @@ class StoreWindows(Dataset):
         if split is not None:
             rows = rows[store.manifest["split"].to_numpy()[rows] == split]
         self.rows = rows
-        # demographics as plain lists: a manifest row lookup per item costs more than the read
-        self.ages = store.manifest["age"].astype(float).tolist()
-        self.sexes = store.manifest["sex"].tolist()
         self.random_crop = random_crop
         self.max_window_s = max_window_s
         self.seed = seed
@@ -101,12 +99,13 @@ class StoreWindows(Dataset):
         ref = self.window(index)
         signal = self.store.signal(ref.record, start=ref.start, stop=ref.stop)  # [L, T]
         patches, is_padded = patchify(signal, self.patch_size)  # [L, P, S], [L, P]
+        age = self.store.age(ref.record)
         return {
             "patches": torch.from_numpy(patches),
             "padded_tail": torch.from_numpy(is_padded),
             "lead_ids": torch.from_numpy(lead_ids(self.store.leads(ref.record))),
-            "age": self.ages[ref.record],  # NaN when unknown
-            "sex": SEX_CODE.get(self.sexes[ref.record], -1),
+            "age": math.nan if age is None else age,
+            "sex": SEX_CODE.get(self.store.sex(ref.record), -1),
             "record": ref.record,
             "start": ref.start,
         }

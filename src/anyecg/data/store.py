@@ -129,6 +129,8 @@ class Store:
             "shard": m["shard"].astype(int).tolist(), "offset": m["offset"].astype(int).tolist(),
             "norm_offset": [np.asarray(v) for v in m["norm_offset"]], "norm_scale": [np.asarray(v) for v in m["norm_scale"]],
             "leads": [split_list(v) for v in m["leads"]], "record_id": m["record_id"].astype(str).tolist(),
+            "age": [None if pd.isna(v) else float(v) for v in m["age"]],
+            "sex": [None if pd.isna(v) else str(v) for v in m["sex"]],
         }
 
     def leads(self, index: int) -> list[str]:
@@ -143,6 +145,13 @@ class Store:
 
     def record_id(self, index: int) -> str:
         return self._layout["record_id"][index]
+
+    def age(self, index: int) -> float | None:
+        """Age in years of record `index`'s patient, None when the source does not give it."""
+        return self._layout["age"][index]
+
+    def sex(self, index: int) -> str | None:
+        return self._layout["sex"][index]
 
     def signal(self, index: int, *, normalized: bool = True, start: int = 0, stop: int | None = None) -> np.ndarray:
         """float32 [leads, stop - start]; a window is read without touching the rest of the record."""
@@ -177,18 +186,17 @@ class Store:
 
     def __getitem__(self, index: int) -> StoredRecord:
         row = self.manifest.iloc[index]
-        age = row["age"]
         return StoredRecord(
             signal=self.signal(index),
             fs=float(self.recipe.target_fs),
-            leads=split_list(row["leads"]),
-            record_id=str(row["record_id"]),
+            leads=self.leads(index),
+            record_id=self.record_id(index),
             patient_id=str(row["patient_id"]),
-            age=None if pd.isna(age) else float(age),
-            sex=None if pd.isna(row["sex"]) else str(row["sex"]),
+            age=self.age(index),
+            sex=self.sex(index),
             labels=split_list(row["labels"]),
             split=str(row["split"]),
-            annotations=self.annotations(str(row["record_id"])),
+            annotations=self.annotations(self.record_id(index)),
         )
 
     def skipped(self) -> pd.DataFrame:
