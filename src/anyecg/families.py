@@ -68,8 +68,7 @@ def usable_rows(store: Store, rows: np.ndarray, leads: tuple[str, ...]) -> tuple
     unnamed (CPSC 2019) or outside the model's lead set gives it no input."""
     wanted = set(leads)
     keep = np.array([bool(wanted & set(store.leads(r))) for r in rows], dtype=bool)
-    ids = store.manifest["record_id"].astype(str).to_numpy()
-    return rows[keep], ids[rows[~keep]].tolist()
+    return rows[keep], [store.record_id(r) for r in rows[~keep]]
 
 
 def pretrain_family(

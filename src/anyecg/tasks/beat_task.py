@@ -387,8 +387,7 @@ def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, 
                    records=sorted({store.record_id(b.record) for b in beats}))
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))
-    ids = store.manifest["record_id"].astype(str).to_numpy()
-    predictions = pd.DataFrame({"record_id": [ids[b.record] for b in beats], "peak": [b.peak for b in beats],
+    predictions = pd.DataFrame({"record_id": [store.record_id(b.record) for b in beats], "peak": [b.peak for b in beats],
                                 "label": y_true, "predicted": y_pred})
     for k, name in enumerate(classes):
         predictions[f"p_{name}"] = probabilities[:, k]
