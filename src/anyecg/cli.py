@@ -132,7 +132,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                    help="beats: join each beat's RR-interval features to the network's before the head; "
                         "classify/anomaly/arrhythmia: each record's RR-interval (heart-rate variability) features")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
-    p.add_argument("--model", required=True, type=Path, help="fine-tuned model: a finetune run folder or its seed-K/final")
+    p.add_argument("--model", required=True, type=Path, help="fine-tuned model: its seed-K/final, or a finetune run folder (a classify/anomaly/arrhythmia run of "
+                   "several seeds: their ensemble)")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, type=Path)
@@ -183,15 +184,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         return 0
     from anyecg.tasks.runner import FinetuneConfig, finetune, lead_mapping
 
-    summary = finetune(args.data, args.out, FinetuneConfig(
+    config = FinetuneConfig(
         task=args.task, model=str(args.model) if args.model else None, baseline=args.baseline,
         random_init=args.random_init, linear_probe=args.linear_probe, seeds=args.seeds or 1,
         label_fraction=args.label_fraction, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         max_epochs=args.max_epochs, patience=args.patience, budget_minutes=args.budget_minutes,
         leads=lead_mapping(args.leads), rr_features=args.rr_features,
-    ))
-    headline = {k: summary["metrics"][k] for k in ("accuracy", "f1_macro", "auroc", "f1_weighted") if k in summary["metrics"]}
-    print(json.dumps(to_jsonable(headline)))
+    )
+    summary = finetune(args.data, args.out, config)
+    keys = ("accuracy", "f1_macro", "auroc", "f1_weighted")
+    print(json.dumps(to_jsonable({k: summary["metrics"][k] for k in keys if k in summary["metrics"]})))
+    if summary["ensemble"] is not None:
+        test = summary["ensemble"]["test"]
+        print(f"ensemble of the {config.seeds} seeds, test: " + json.dumps(to_jsonable({k: test[k] for k in keys if k in test})))
     print(f"summary: {args.out / 'summary.json'}")
     return 0
 
@@ -210,7 +215,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate_beats(model, args.data, args.out, split=args.split)
     else:
         evaluators = {"leadgen": evaluate_leadgen, "longecg": evaluate_longecg}
-        metrics = evaluators.get(task, evaluate)(model, args.data, args.split, args.out)
+        if task in evaluators:
+            metrics = evaluators[task](model, args.data, args.split, args.out)
+        else:  # a run folder: its seed ensemble, where finetune wrote one
+            metrics = evaluate(args.model, args.data, args.split, args.out)
     print(json.dumps({k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, dict)}))
     return 0
 
@@ -218,7 +226,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _add_use(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="per-record class probabilities from a fine-tuned model")
     p.add_argument("paths", nargs="+", help="record files, folders or globs")
-    p.add_argument("--model", required=True, help="fine-tuned model folder (finetune's seed-K/final), or a published "
+    p.add_argument("--model", required=True, help="fine-tuned model (finetune's seed-K/final, or its run folder: the "
+                   "seed ensemble of a run of several seeds), or a published "
                    "classifier: 12_lead_ECGFounder.pth, mimic_iv_ecg_finetuned.pt, hf://OWNER/REPO/FILE, or its converted folder")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--top", type=int, default=10, help="published classifiers, table format: findings shown per record")
@@ -360,7 +369,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP service: GET /health, POST /predict, POST /embed (OpenAPI at /docs)")
     p.add_argument("--model", help="AnyECG checkpoint for /embed (default: the one shipped in the package), or an "
                    "ECG-FM / ECGFounder checkpoint (folder, published file, hf://OWNER/REPO/FILE)")
-    p.add_argument("--classifier", help="fine-tuned model folder for /predict (finetune's seed-K/final), or a published "
+    p.add_argument("--classifier", help="fine-tuned model for /predict (finetune's seed-K/final, or its run folder: "
+                   "the seed ensemble), or a published "
                    "classifier (12_lead_ECGFounder.pth, mimic_iv_ecg_finetuned.pt, hf://..., or its converted folder)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -336,3 +336,77 @@ def test_a_single_unnamed_lead_is_the_one_lead_of_a_single_lead_model():
     for leads, contract_leads in ((["V1"], ("II",)), (["unknown"], ("I", "II"))):  # a named lead, or a choice
         with pytest.raises(ValueError, match="none of the leads"):
             to_model_input(signal, 300, leads, SignalContract(leads=contract_leads, window_s=2))
+
+
+def _probabilities(predictions: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    return predictions.sort_values("record_id")[[f"p_{c}" for c in classes]].to_numpy()  # [R, K]
+
+
+def test_a_run_of_several_seeds_is_scored_as_their_ensemble(letters_store, excerpts, tmp_path, capsys):
+    """The ensemble's test probabilities are the mean of the seeds' own test predictions; evaluate,
+    predict and the Python API take the run folder as that ensemble, a seed's folder as that seed."""
+    from anyecg.cli import main
+    from anyecg.tasks.runner import predict_signal
+
+    out = tmp_path / "run"
+    assert main(["finetune", "--task", "classify", "--data", str(letters_store.root), "--out", str(out),
+                 "--baseline", "xresnet1d-tiny", "--seeds", "3", "--max-epochs", "2", "--batch-size", "8"]) == 0
+    assert "ensemble of the 3 seeds, test" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ensemble"]["members"] == ["seed-0/final", "seed-1/final", "seed-2/final"]
+    classes = summary["classes"]
+    seeds = [_probabilities(pd.read_csv(out / f"seed-{k}" / "test" / "predictions.csv"), classes) for k in range(3)]
+    assert not np.allclose(seeds[0], seeds[1], atol=1e-3)  # the members differ
+    ensemble = pd.read_csv(out / "ensemble" / "test" / "predictions.csv").sort_values("record_id")
+    mean = np.mean(seeds, axis=0)
+    np.testing.assert_allclose(_probabilities(ensemble, classes), mean, atol=1e-5)
+    assert summary["ensemble"]["test"]["f1_macro"] == pytest.approx(f1_score(
+        ensemble["label"], np.array(classes)[mean.argmax(1)], labels=classes, average="macro", zero_division=0))
+
+    assert main(["evaluate", "--model", str(out), "--data", str(letters_store.root), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text()) == summary["ensemble"]["test"]
+    assert main(["evaluate", "--model", str(out / "seed-1" / FINAL), "--data", str(letters_store.root),
+                 "--out", str(tmp_path / "ev1")]) == 0
+    assert (json.loads((tmp_path / "ev1" / "metrics.json").read_text())
+            == json.loads((out / "seed-1" / "test" / "metrics.json").read_text()))
+    np.testing.assert_allclose(_probabilities(pd.read_csv(tmp_path / "ev1" / "predictions.csv"), classes), seeds[1],
+                               atol=1e-6)
+
+    folder, table = excerpts
+    record = table["record"].iloc[0]
+    signal, fs = np.load(folder / f"{record}.npy"), float(table["fs"].iloc[0])  # [1, T]
+    model, config = load_finetuned(out)
+    assert config["ensemble"] == summary["ensemble"]["members"]
+    members = [load_finetuned(out / f"seed-{k}" / FINAL) for k in range(3)]
+    np.testing.assert_allclose(predict_signal(model, config, signal, fs, ["ECG"]),
+                               np.mean([predict_signal(m, c, signal, fs, ["ECG"]) for m, c in members], axis=0),
+                               atol=1e-5)
+
+
+def test_multilabel_ensemble_thresholds_chosen_on_validation(multilabel_store, tmp_path):
+    from anyecg.tasks.runner import FinetuneConfig, finetune, scoring_windows
+
+    summary = finetune(multilabel_store.root, tmp_path / "run", FinetuneConfig(
+        baseline="xresnet1d-tiny", seeds=2, max_epochs=2, batch_size=8))
+    labels = record_labels(multilabel_store, user_classes)
+    val_rows = labels.records[multilabel_store.manifest["split"].to_numpy()[labels.records] == "val"]
+    mean = []
+    for k in range(2):
+        model, config = load_finetuned(tmp_path / "run" / f"seed-{k}" / FINAL)
+        records, probabilities = predict_records(model, scoring_windows(model, config, multilabel_store, labels, val_rows),
+                                                 len(labels.classes), multilabel=True)
+        mean.append(probabilities)
+    truth = labels.targets[np.searchsorted(labels.records, records)]
+    thresholds = best_f1_thresholds(truth, np.mean(mean, axis=0))
+    np.testing.assert_allclose(summary["ensemble"]["thresholds"], thresholds, atol=1e-6)
+    assert [summary["ensemble"]["test"]["per_class"][c]["threshold"] for c in labels.classes] == pytest.approx(thresholds)
+
+
+def test_no_ensemble_when_each_seed_trains_on_its_own_label_subset(letters_store, tmp_path):
+    from anyecg.tasks.runner import ENSEMBLE_FILE, FinetuneConfig, finetune
+
+    summary = finetune(letters_store.root, tmp_path / "run", FinetuneConfig(
+        baseline="xresnet1d-tiny", seeds=2, max_epochs=1, steps=2, batch_size=8, label_fraction=0.5))
+    assert summary["ensemble"] is None and not (tmp_path / "run" / ENSEMBLE_FILE).exists()
+    _, config = load_finetuned(tmp_path / "run")  # the run folder's model: its first seed
+    assert "ensemble" not in config and config == load_finetuned(tmp_path / "run" / "seed-0" / FINAL)[1]

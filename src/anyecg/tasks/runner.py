@@ -8,9 +8,12 @@
     finetune: for each seed, train on the train split by epochs (`anyecg.tasks.fit`), the validation
               split (the store's, or patients carved from train) choosing the epoch kept, then score
               the test split once; `out/seed-K/final` holds each model, `out/summary.json` the mean
-              +/- std over seeds and how the model was selected.
-    evaluate: one fine-tuned model (a run folder or its seed-K/final) on one split -> metrics.json,
-              predictions.csv, ROC/PR and confusion-matrix plots.
+              +/- std over seeds and how the model was selected. A run of several seeds on all the
+              labels also becomes one model, the seed ensemble (`out/ensemble.json`: the seeds'
+              probabilities averaged; multi-label thresholds chosen on validation), scored on the
+              test split once, in `out/ensemble/test`.
+    evaluate: one fine-tuned model (a model folder, or a run folder: its ensemble, else its one
+              model) on one split -> metrics.json, predictions.csv, ROC/PR and confusion-matrix plots.
 
 With `rr_features` (default on) every record's RR-interval features (`anyecg.tasks.record_rr`:
 R peaks found once per record, cached in `out/rr_features.npz`) are joined to the network's
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor, nn
 
 from anyecg.data.splits import patient_split
 from anyecg.data.store import Store, split_list
@@ -47,10 +51,12 @@ from anyecg.signal.leads import CANONICAL_LEADS, canonical_leads
 from anyecg.signal.recipe import preprocess
 from anyecg.tasks.classification import (
     AnyECGClassifier,
+    ClassifierOutput,
     LabelledWindows,
     RecordLabels,
     WithRRFeatures,
     class_counts,
+    classification_loss,
     collate_labelled,
     predict_records,
     record_labels,
@@ -66,6 +72,7 @@ from anyecg.training.loop import FINAL
 
 LABEL_FUNCTIONS = {"classify": user_classes, "anomaly": anomaly_label, "arrhythmia": arrhythmia_label}
 RR_CACHE = "rr_features.npz"
+ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclass
@@ -252,6 +259,10 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
         fits.append({"seed": seed, "kept_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      f"val_{metric}": result.best_score, "stopped": result.stop_reason})
         per_seed.append(evaluate(run / FINAL, data, "test", run / "test", rr_cache=out / RR_CACHE))
+    ensemble = None
+    if config.seeds > 1 and config.label_fraction == 1.0:  # below 100%, each seed saw other labels
+        ensemble = write_ensemble(out, store, labels, val_rows, metric)
+        ensemble["test"] = evaluate(out, data, "test", out / "ensemble" / "test", rr_cache=out / RR_CACHE)
     summary = {
         "task": config.task, "classes": labels.classes, "multilabel": labels.multilabel,
         "unlabelled_records": labels.unlabelled, "class_counts": counts, "rare_classes": rare,
@@ -261,9 +272,62 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
         "model_selection": {"split": "val", "source": val_source, "metric": f"val {metric}", "per_seed": fits,
                             "test": "scored once per seed, after the model was chosen; never used for selection"},
         "metrics": mean_std_over_seeds(per_seed),
+        "ensemble": ensemble,
     }
     write_summary(out, summary)
     return summary
+
+
+class SeedEnsemble(nn.Module):
+    """The fine-tuned models of a run's seeds as one classifier. The members' probabilities (softmax,
+    or per-class sigmoids when multi-label) are averaged and handed on as logits whose softmax or
+    sigmoid gives that average back, so every caller that turns logits into probabilities scores
+    the ensemble."""
+
+    def __init__(self, members: list[nn.Module], multilabel: bool):
+        super().__init__()
+        self.members, self.multilabel = nn.ModuleList(members), multilabel
+
+    @property
+    def config(self):
+        """The members' network config (the same network in every seed)."""
+        return self.members[0].config
+
+    def logits(self, batch: dict) -> Tensor:
+        config = {"multilabel": self.multilabel}
+        mean = torch.stack([_probabilities(window_logits(m, batch), config) for m in self.members]).mean(dim=0)  # [B, K]
+        if self.multilabel:
+            return torch.logit(mean.clamp(1e-7, 1 - 1e-7))
+        return mean.clamp_min(1e-12).log()
+
+    def forward(self, batch: dict) -> ClassifierOutput:
+        logits = self.logits(batch)
+        loss, accuracy = classification_loss(logits, batch["targets"])
+        return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
+
+
+def seed_models(run: Path) -> list[Path]:
+    """The `seed-K/final` model folders of a finetune run folder, in the order of K."""
+    found = [(int(folder.name.split("-")[1]), folder / FINAL) for folder in run.glob("seed-*")
+             if folder.name.split("-")[1].isdigit() and (folder / FINAL / CONFIG_FILE).is_file()]
+    return [path for _, path in sorted(found)]
+
+
+def write_ensemble(out: Path, store: Store, labels: RecordLabels, val_rows: np.ndarray, metric: str) -> dict:
+    """`out/ensemble.json` for the run's seeds: the members, the ensemble's validation score and, for
+    a multi-label task, its per-class thresholds chosen on validation."""
+    members = seed_models(out)
+    loaded = [_load_model(path) for path in members]
+    model = SeedEnsemble([m for m, _ in loaded], labels.multilabel)
+    windows = scoring_windows(model, loaded[0][1], store, labels, val_rows, rr_cache=out / RR_CACHE)
+    records, probabilities = predict_records(model, windows, len(labels.classes), multilabel=labels.multilabel)
+    spec = {"members": [path.relative_to(out).as_posix() for path in members],
+            "combination": "mean of the members' probabilities",
+            f"val_{metric}": _score(labels, records, probabilities)}
+    if labels.multilabel:
+        spec["thresholds"] = best_f1_thresholds(labels.targets[_positions(labels, records)], probabilities).tolist()
+    (out / ENSEMBLE_FILE).write_text(json.dumps(to_jsonable(spec), indent=2))
+    return spec
 
 
 def model_folder(path: str | Path) -> Path:
@@ -278,8 +342,29 @@ def model_folder(path: str | Path) -> Path:
 
 
 def load_finetuned(directory: str | Path):
-    """(model, config) of a fine-tuned folder (or run folder), strictly loaded; `config["recipe"]` is its Recipe."""
-    directory = model_folder(directory)
+    """(model, config) of a fine-tuned model folder or a finetune run folder (its seed ensemble when
+    `finetune` wrote one, else its one model), strictly loaded; `config["recipe"]` is its Recipe."""
+    directory = Path(directory)
+    if (directory / ENSEMBLE_FILE).is_file():
+        return _load_ensemble(directory)
+    return _load_model(model_folder(directory))
+
+
+def _load_ensemble(run: Path):
+    spec = json.loads((run / ENSEMBLE_FILE).read_text())
+    loaded = [_load_model(run / member) for member in spec["members"]]
+    config = loaded[0][1]
+    for path, (_, other) in zip(spec["members"][1:], loaded[1:]):
+        if other["classes"] != config["classes"] or other["model"] != config["model"]:
+            raise ValueError(f"{run / path}: not the same classes and network as {run / spec['members'][0]}; "
+                             f"an ensemble's members come from one finetune run")
+    config = {**config, "ensemble": spec["members"]}
+    if "thresholds" in spec:
+        config["thresholds"] = spec["thresholds"]
+    return SeedEnsemble([m for m, _ in loaded], bool(config.get("multilabel"))), config
+
+
+def _load_model(directory: Path):
     config = load_finetuned_config(directory)
     spec, n_classes = config["model"], len(config["classes"])
     if spec["kind"] == "baseline":
@@ -304,7 +389,7 @@ def _standardizer(config: dict) -> RRStandardizer | None:
 
 def window_logits(model, batch: dict) -> torch.Tensor:
     """Logits [S, K] of a batch of windows without targets."""
-    if isinstance(model, WithRRFeatures):
+    if isinstance(model, (WithRRFeatures, SeedEnsemble)):
         return model.logits(batch)
     if "x" in batch:
         return model(batch["x"], batch["lead_mask"])
@@ -350,9 +435,9 @@ def scoring_windows(model, config: dict, store: Store, labels: RecordLabels, row
 
 
 def evaluate(model_dir: str | Path, data: str | Path, split: str, out: str | Path, *, rr_cache: Path | None = None) -> dict:
-    """Score a fine-tuned model on `split`: every record whole (its windows' probabilities averaged).
-    `rr_cache`: where the records' RR features may already be (finetune's `out/rr_features.npz`)."""
-    model_dir = model_folder(model_dir)
+    """Score a fine-tuned model (`load_finetuned`: a model folder, or a run folder's ensemble) on
+    `split`: every record whole (its windows' probabilities averaged). `rr_cache`: where the records'
+    RR features may already be (finetune's `out/rr_features.npz`)."""
     model, config = load_finetuned(model_dir)
     store, out = Store(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
