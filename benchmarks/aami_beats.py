@@ -22,8 +22,8 @@ ensembles: 0.934 / 0.934 / 0.947 (V F1 0.84 / 0.84 / 0.91).
 
 The last line printed is one JSON object: per model, mean +/- std over seeds of accuracy, macro F1
 and F1 / sensitivity / positive predictive value per class, the epochs kept, and the wall time;
-and the same figures for the seeds' ensemble (their DS2 class probabilities averaged, from each
-seed's predictions.csv: an analysis, not a model the CLI serves).
+and the same figures for the run's seed ensemble (`finetune` with several seeds: their DS2 class
+probabilities averaged; `anyecg evaluate --model RUN` and `predict` use it).
 """
 
 from __future__ import annotations
@@ -34,10 +34,7 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from anyecg.evaluation.metrics import beat_metrics, to_jsonable
+from anyecg.evaluation.metrics import to_jsonable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune_quality import DEFAULT_DATA, run  # noqa: E402  (the shared CLI runner)
@@ -57,18 +54,12 @@ def headline(metrics: dict, classes: list[str]) -> dict:
     return {"accuracy": metrics["accuracy"], "f1_macro": metrics["f1_macro"], "per_class": per_class}
 
 
-def ensemble_metrics(run: Path, classes: list[str]) -> dict:
-    """beat_metrics of the mean class probabilities of every seed of `run` on the same DS2 beats."""
-    tables = [pd.read_csv(path) for path in sorted(run.glob("seed-*/test/predictions.csv"))]
-    columns = [f"p_{name}" for name in classes]
-    probabilities = np.mean([table[columns].to_numpy() for table in tables], axis=0)  # [N, K]
-    return beat_metrics(tables[0]["label"], np.asarray(classes)[probabilities.argmax(1)], classes)
-
-
-def model_result(summary: dict, seconds: float, run: Path) -> dict:
+def model_result(summary: dict, seconds: float) -> dict:
     classes = summary["classes"]
-    return {"wall_s": round(seconds, 1), **headline(summary["metrics"], classes), "fits": summary["fits"],
-            "ensemble": headline(ensemble_metrics(run, classes), classes)}
+    result = {"wall_s": round(seconds, 1), **headline(summary["metrics"], classes), "fits": summary["fits"]}
+    if summary.get("ensemble"):  # several seeds: the run's seed ensemble, scored on DS2 once
+        result["ensemble"] = headline(summary["ensemble"]["test"], classes)
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -95,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = run([*cli, "finetune", "--task", "beats", "--data", str(store), "--out", str(out),
                        "--seeds", str(args.seeds), *MODELS[name], *args.extra], args.out / f"{name}.log")
         summary = json.loads((out / "summary.json").read_text())
-        result["models"][name] = to_jsonable(model_result(summary, seconds, out))
+        result["models"][name] = to_jsonable(model_result(summary, seconds))
         result.setdefault("records", {key: summary[f"{key}_records"] for key in ("train", "val", "test")})
         print(json.dumps({name: result["models"][name]}), flush=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2))

@@ -226,6 +226,11 @@ def main(argv: list[str] | None = None) -> dict:
             "per_class_f1": {c: metrics["per_class"][c]["f1"] for c in summary["classes"]},
             "selection": summary["model_selection"]["per_seed"],
         }
+        if summary.get("ensemble"):  # several seeds: the run's seed ensemble, scored on test once
+            test = summary["ensemble"]["test"]
+            result["models"][name]["ensemble"] = {
+                **{key: test[key] for key in ("f1_macro", "accuracy", "auroc", "f1_weighted")},
+                "per_class_f1": {c: test["per_class"][c]["f1"] for c in summary["classes"]}}
         print(json.dumps({name: result["models"][name]}), flush=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))

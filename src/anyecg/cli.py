@@ -132,8 +132,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                    help="beats: join each beat's RR-interval features to the network's before the head; "
                         "classify/anomaly/arrhythmia: each record's RR-interval (heart-rate variability) features")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
-    p.add_argument("--model", required=True, type=Path, help="fine-tuned model: its seed-K/final, or a finetune run folder (a classify/anomaly/arrhythmia run of "
-                   "several seeds: their ensemble)")
+    p.add_argument("--model", required=True, type=Path, help="fine-tuned model: its seed-K/final, or a finetune run folder (a classify/anomaly/arrhythmia/beats "
+                   "run of several seeds: their ensemble)")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, type=Path)
@@ -206,19 +206,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from anyecg.tasks.beat_task import evaluate_beats
     from anyecg.tasks.leadgen import evaluate_leadgen
     from anyecg.tasks.longecg import evaluate_longecg
-    from anyecg.tasks.runner import evaluate, model_folder
+    from anyecg.tasks.folders import model_folder
+    from anyecg.tasks.runner import evaluate
     from anyecg.training.checkpoint import load_config
 
-    model = model_folder(args.model)  # a run folder or a model folder
+    model = model_folder(args.model)  # a run folder's first seed, or the model folder given
     task = load_config(model).get("task")
-    if task == "beats":  # DS1 / DS2 by record id: "test" scores DS2
-        metrics = evaluate_beats(model, args.data, args.out, split=args.split)
-    else:
+    if task == "beats":  # DS1 / DS2 by record id: "test" scores DS2; a run folder: its seed ensemble
+        metrics = evaluate_beats(args.model, args.data, args.out, split=args.split)
+    elif task in ("leadgen", "longecg"):
         evaluators = {"leadgen": evaluate_leadgen, "longecg": evaluate_longecg}
-        if task in evaluators:
-            metrics = evaluators[task](model, args.data, args.split, args.out)
-        else:  # a run folder: its seed ensemble, where finetune wrote one
-            metrics = evaluate(args.model, args.data, args.split, args.out)
+        metrics = evaluators[task](model, args.data, args.split, args.out)
+    else:  # a run folder: its seed ensemble, where finetune wrote one
+        metrics = evaluate(args.model, args.data, args.split, args.out)
     print(json.dumps({k: v for k, v in to_jsonable(metrics).items() if not isinstance(v, dict)}))
     return 0
 

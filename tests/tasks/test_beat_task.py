@@ -4,6 +4,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import wfdb
@@ -151,6 +152,19 @@ def test_finetune_then_evaluate_reloads_strictly_and_reproduces_metrics(beat_sto
     assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == saved
     assert again["confusion"] == saved["confusion"]
     assert (tmp_path / "again" / "confusion.png").stat().st_size > 0
+
+    # the two seeds as one model: its DS2 probabilities are the mean of the seeds' own predictions
+    assert summary["ensemble"]["members"] == ["seed-0/final", "seed-1/final"]
+    columns = [f"p_{c}" for c in CLASSES]
+    seeds = [pd.read_csv(tmp_path / "run" / f"seed-{k}" / "test" / "predictions.csv") for k in range(2)]
+    ensemble = pd.read_csv(tmp_path / "run" / "ensemble" / "test" / "predictions.csv")
+    assert ensemble[["record_id", "peak"]].equals(seeds[0][["record_id", "peak"]])
+    mean = (seeds[0][columns].to_numpy() + seeds[1][columns].to_numpy()) / 2  # [N, K]
+    np.testing.assert_allclose(ensemble[columns].to_numpy(), mean, atol=1e-5)
+    assert (ensemble["predicted"] == np.array(CLASSES)[mean.argmax(1)]).all()
+    evaluate_beats(tmp_path / "run", beat_store.root, tmp_path / "ens")  # the run folder: its ensemble
+    assert json.loads((tmp_path / "ens" / "metrics.json").read_text()) == json.loads(
+        (tmp_path / "run" / "summary.json").read_text())["ensemble"]["test"]
 
 
 def test_peak_pooling_equals_a_dense_reference(beat_store):

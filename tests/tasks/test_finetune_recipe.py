@@ -20,7 +20,15 @@ from anyecg.models.baselines import build_baseline
 from anyecg.models.contract import SignalContract, to_model_input
 from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import STANDARD_12
-from anyecg.tasks.classification import AnyECGClassifier, LabelledWindows, collate_labelled, predict_records, record_labels, user_classes
+from anyecg.tasks.classification import (
+    AnyECGClassifier,
+    LabelledWindows,
+    WithRRFeatures,
+    collate_labelled,
+    predict_records,
+    record_labels,
+    user_classes,
+)
 from anyecg.tasks.fit import FitConfig, fit, parameter_groups
 from anyecg.tasks.runner import lead_mapping, load_finetuned
 from anyecg.training.augment import Augmentations, augment_batch

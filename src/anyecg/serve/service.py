@@ -224,7 +224,7 @@ class EcgService:
     def require_classifier(self) -> None:
         if self.classifier is None and self.published is None:
             raise InputError(409, "no classifier loaded: start the server with --classifier "
-                                  "<fine-tuned model folder> (finetune's seed-K/final) to use /predict")
+                                  "<fine-tuned model> (finetune's run folder or its seed-K/final) to use /predict")
 
     def predict(self, ecg: EcgInput) -> dict[str, float]:
         """{class: probability}, in the classifier's class order."""

@@ -59,9 +59,17 @@ from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
 from anyecg.tasks.beats import RR_FEATURES, beat_samples, beat_windows, inter_patient_split, rr_features
-from anyecg.tasks.classification import AnyECGClassifier, WithRRFeatures
+from anyecg.tasks.classification import AnyECGClassifier, SeedEnsemble, WithRRFeatures
 from anyecg.tasks.fit import FitConfig, fit
-from anyecg.tasks.folders import CONTRACT_KINDS, load_finetuned_config, write_summary
+from anyecg.tasks.folders import (
+    CONTRACT_KINDS,
+    ENSEMBLE_FILE,
+    load_finetuned_config,
+    model_folder,
+    seed_models,
+    write_ensemble_file,
+    write_summary,
+)
 from anyecg.training.checkpoint import load_state_dict_strict
 from anyecg.training.loop import FINAL
 
@@ -274,7 +282,7 @@ def _build(config: BeatConfig) -> tuple[WithRRFeatures, str, SignalContract | No
 # ---------------------------------------------------------------------------------------- finetune / evaluate
 
 
-def validation_f1(model: WithRRFeatures, dataset: BeatWindows, min_beats: int = 20) -> float:
+def validation_f1(model: WithRRFeatures | SeedEnsemble, dataset: BeatWindows, min_beats: int = 20) -> float:
     """Macro F1 over the classes with at least `min_beats` beats in `dataset` (all present ones if
     none has): a class with a handful of validation beats (F usually) would make the choice noise."""
     truth = np.array([CLASSES.index(b.label) for b in dataset.beats])
@@ -288,7 +296,9 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
     """For each seed: train on the DS1 training beats by epochs, keep the epoch with the best macro F1
     (`validation_f1`) on the held-out DS1 patients, evaluate it on the DS2 beats. `out/seed-K/final/` holds each model,
     `out/seed-K/fit.json` which epoch was kept and why training stopped, `out/seed-K/test/` its
-    evaluation, `out/summary.json` the mean +/- std over seeds. Rerunning resumes an interrupted run."""
+    evaluation, `out/summary.json` the mean +/- std over seeds. A run of several seeds is also one
+    model, the seeds' ensemble (`out/ensemble.json`: their probabilities averaged), scored on DS2
+    once, in `out/ensemble/test`. Rerunning resumes an interrupted run."""
     store, out = Store(data), Path(out)
     rows = split_rows(store, config.val_fraction)
     record_ids = {split: [store.record_id(row) for row in split_of] for split, split_of in rows.items()}
@@ -319,6 +329,13 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         fits.append({"seed": seed, "kept_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                      "val_f1_macro": result.best_score, "stopped": result.stop_reason})
         per_seed.append(evaluate_beats(run / FINAL, data, run / "test"))
+    ensemble = None
+    if config.seeds > 1:
+        members = seed_models(out)
+        model = SeedEnsemble([load_beat_model(path)[0] for path in members], multilabel=False)
+        val_f1 = validation_f1(model, val_dataset)  # the same validation windows for every seed
+        ensemble = write_ensemble_file(out, members, {"val_f1_macro": val_f1})
+        ensemble["test"] = evaluate_beats(out, data, out / "ensemble" / "test")
     summary = {
         "task": TASK, "classes": CLASSES, "seeds": config.seeds, "excluded": "Q beats (paced, fusion of paced, unclassifiable)",
         "class_imbalance": f"weighted cross-entropy, (n / (K * n_k)) ** {config.class_weight_power:g}",
@@ -326,14 +343,20 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         "model_selection": "epoch with the best macro F1 (classes with >= 20 beats) on the validation records "
                            "(held-out DS1 patients); test (DS2) scored once, by that model",
         "train_records": record_ids["train"], "val_records": record_ids["val"], "test_records": record_ids["test"],
-        "fits": fits, "metrics": mean_std_over_seeds(per_seed),
+        "fits": fits, "metrics": mean_std_over_seeds(per_seed), "ensemble": ensemble,
     }
     write_summary(out, summary)
     return summary
 
 
-def load_beat_model(directory: str | Path) -> tuple[WithRRFeatures, dict]:
-    """(model, config) of a fine-tuned beat folder, strictly loaded; `config["recipe"]` is its Recipe."""
+def load_beat_model(directory: str | Path) -> tuple[WithRRFeatures | SeedEnsemble, dict]:
+    """(model, config) of a fine-tuned beat model folder or a finetune run folder (its seed ensemble
+    when `finetune_beats` wrote one, else its first seed's model), strictly loaded; `config["recipe"]`
+    is its Recipe."""
+    directory = Path(directory)
+    if (directory / ENSEMBLE_FILE).is_file():
+        return SeedEnsemble.load(directory, load_beat_model)
+    directory = model_folder(directory)
     config = load_finetuned_config(directory, (TASK,))
     spec = config["model"]
     if spec["kind"] == "baseline":
@@ -348,7 +371,7 @@ def load_beat_model(directory: str | Path) -> tuple[WithRRFeatures, dict]:
 
 
 @torch.no_grad()
-def predict_beats(model: WithRRFeatures, dataset: BeatWindows, batch_size: int = 256) -> np.ndarray:
+def predict_beats(model: WithRRFeatures | SeedEnsemble, dataset: BeatWindows, batch_size: int = 256) -> np.ndarray:
     """float [N, K] class probabilities of every beat of `dataset`, in order."""
     model.eval()
     parts = []
@@ -375,7 +398,7 @@ def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, 
     beats, excluded_q = split_beats(store, split, config["window_s"], limit, seed=0,
                                     val_fraction=config["finetune"].get("val_fraction", 0.2))
     if config["model"]["kind"] in CONTRACT_KINDS:
-        dataset = BeatWindows(store, beats, form="contract", contract=model.net.config.contract)
+        dataset = BeatWindows(store, beats, form="contract", contract=model.config.contract)
     else:
         dataset = BeatWindows(store, beats, form="tokens")
     probabilities = predict_beats(model, dataset)  # [N, K]

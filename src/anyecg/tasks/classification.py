@@ -14,7 +14,9 @@ Two input forms, one per kind of model:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,6 +30,7 @@ from anyecg.models.backbone import Backbone
 from anyecg.models.baselines.common import classification_loss
 from anyecg.models.contract import SignalContract, fit_window, to_model_input
 from anyecg.signal.leads import lead_ids
+from anyecg.tasks.folders import ENSEMBLE_FILE
 
 
 @dataclass
@@ -269,6 +272,58 @@ class WithRRFeatures(nn.Module):
         logits = self.logits(batch)
         loss, accuracy = classification_loss(logits, batch["targets"])
         return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
+
+
+def window_logits(model: nn.Module, batch: dict) -> Tensor:
+    """Logits [B, K] of a batch of windows (targets not needed) for any fine-tuned classifier."""
+    if isinstance(model, (WithRRFeatures, SeedEnsemble)):
+        return model.logits(batch)
+    if "x" in batch:
+        return model(batch["x"], batch["lead_mask"])
+    return model.forward_head(model.forward_features(batch))
+
+
+class SeedEnsemble(nn.Module):
+    """The fine-tuned models of a run's seeds as one classifier. The members' probabilities (softmax,
+    or per-class sigmoids when multi-label) are averaged and handed on as logits whose softmax or
+    sigmoid gives that average back, so every caller that turns logits into probabilities scores
+    the ensemble."""
+
+    def __init__(self, members: list[nn.Module], multilabel: bool):
+        super().__init__()
+        self.members, self.multilabel = nn.ModuleList(members), multilabel
+
+    @property
+    def config(self):
+        """The members' network config (the same network in every seed)."""
+        return self.members[0].config
+
+    def logits(self, batch: dict) -> Tensor:
+        logits = torch.stack([window_logits(m, batch).float() for m in self.members])  # [M, B, K]
+        if self.multilabel:
+            return torch.logit(torch.sigmoid(logits).mean(dim=0).clamp(1e-7, 1 - 1e-7))
+        return torch.softmax(logits, dim=-1).mean(dim=0).clamp_min(1e-12).log()
+
+    def forward(self, batch: dict) -> ClassifierOutput:
+        logits = self.logits(batch)
+        loss, accuracy = classification_loss(logits, batch["targets"])
+        return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
+
+    @classmethod
+    def load(cls, run: Path, load_model: Callable[[Path], tuple[nn.Module, dict]]) -> tuple["SeedEnsemble", dict]:
+        """(ensemble, config) of a run folder's `ensemble.json`, each member loaded by `load_model`;
+        the config is the first member's, with the ensemble's members and thresholds."""
+        spec = json.loads((run / ENSEMBLE_FILE).read_text())
+        loaded = [load_model(run / member) for member in spec["members"]]
+        config = loaded[0][1]
+        for member, (_, other) in zip(spec["members"][1:], loaded[1:]):
+            if other["classes"] != config["classes"] or other["model"] != config["model"]:
+                raise ValueError(f"{run / member}: not the same classes and network as {run / spec['members'][0]}; "
+                                 "an ensemble's members come from one finetune run")
+        config = {**config, "ensemble": spec["members"]}
+        if "thresholds" in spec:
+            config["thresholds"] = spec["thresholds"]
+        return cls([model for model, _ in loaded], bool(config.get("multilabel"))), config
 
 
 @torch.no_grad()

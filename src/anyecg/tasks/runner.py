@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
 
 from anyecg.data.splits import patient_split
 from anyecg.data.store import Store, split_list
@@ -51,20 +50,28 @@ from anyecg.signal.leads import CANONICAL_LEADS, canonical_leads
 from anyecg.signal.recipe import preprocess
 from anyecg.tasks.classification import (
     AnyECGClassifier,
-    ClassifierOutput,
     LabelledWindows,
     RecordLabels,
+    SeedEnsemble,
     WithRRFeatures,
     class_counts,
-    classification_loss,
     collate_labelled,
     predict_records,
     record_labels,
     subsample_labels,
     user_classes,
+    window_logits,
 )
 from anyecg.tasks.fit import FitConfig, fit
-from anyecg.tasks.folders import CONTRACT_KINDS, load_finetuned_config, write_summary
+from anyecg.tasks.folders import (
+    CONTRACT_KINDS,
+    ENSEMBLE_FILE,
+    load_finetuned_config,
+    model_folder,
+    seed_models,
+    write_ensemble_file,
+    write_summary,
+)
 from anyecg.tasks.labels import anomaly_label, arrhythmia_label
 from anyecg.tasks.record_rr import RECORD_RR_FEATURES, RRStandardizer, signal_rr_features, store_rr_features
 from anyecg.training.checkpoint import CONFIG_FILE, load_state_dict_strict
@@ -72,7 +79,6 @@ from anyecg.training.loop import FINAL
 
 LABEL_FUNCTIONS = {"classify": user_classes, "anomaly": anomaly_label, "arrhythmia": arrhythmia_label}
 RR_CACHE = "rr_features.npz"
-ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclass
@@ -278,41 +284,6 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
     return summary
 
 
-class SeedEnsemble(nn.Module):
-    """The fine-tuned models of a run's seeds as one classifier. The members' probabilities (softmax,
-    or per-class sigmoids when multi-label) are averaged and handed on as logits whose softmax or
-    sigmoid gives that average back, so every caller that turns logits into probabilities scores
-    the ensemble."""
-
-    def __init__(self, members: list[nn.Module], multilabel: bool):
-        super().__init__()
-        self.members, self.multilabel = nn.ModuleList(members), multilabel
-
-    @property
-    def config(self):
-        """The members' network config (the same network in every seed)."""
-        return self.members[0].config
-
-    def logits(self, batch: dict) -> Tensor:
-        config = {"multilabel": self.multilabel}
-        mean = torch.stack([_probabilities(window_logits(m, batch), config) for m in self.members]).mean(dim=0)  # [B, K]
-        if self.multilabel:
-            return torch.logit(mean.clamp(1e-7, 1 - 1e-7))
-        return mean.clamp_min(1e-12).log()
-
-    def forward(self, batch: dict) -> ClassifierOutput:
-        logits = self.logits(batch)
-        loss, accuracy = classification_loss(logits, batch["targets"])
-        return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
-
-
-def seed_models(run: Path) -> list[Path]:
-    """The `seed-K/final` model folders of a finetune run folder, in the order of K."""
-    found = [(int(folder.name.split("-")[1]), folder / FINAL) for folder in run.glob("seed-*")
-             if folder.name.split("-")[1].isdigit() and (folder / FINAL / CONFIG_FILE).is_file()]
-    return [path for _, path in sorted(found)]
-
-
 def write_ensemble(out: Path, store: Store, labels: RecordLabels, val_rows: np.ndarray, metric: str) -> dict:
     """`out/ensemble.json` for the run's seeds: the members, the ensemble's validation score and, for
     a multi-label task, its per-class thresholds chosen on validation."""
@@ -321,24 +292,10 @@ def write_ensemble(out: Path, store: Store, labels: RecordLabels, val_rows: np.n
     model = SeedEnsemble([m for m, _ in loaded], labels.multilabel)
     windows = scoring_windows(model, loaded[0][1], store, labels, val_rows, rr_cache=out / RR_CACHE)
     records, probabilities = predict_records(model, windows, len(labels.classes), multilabel=labels.multilabel)
-    spec = {"members": [path.relative_to(out).as_posix() for path in members],
-            "combination": "mean of the members' probabilities",
-            f"val_{metric}": _score(labels, records, probabilities)}
+    facts = {f"val_{metric}": _score(labels, records, probabilities)}
     if labels.multilabel:
-        spec["thresholds"] = best_f1_thresholds(labels.targets[_positions(labels, records)], probabilities).tolist()
-    (out / ENSEMBLE_FILE).write_text(json.dumps(to_jsonable(spec), indent=2))
-    return spec
-
-
-def model_folder(path: str | Path) -> Path:
-    """The fine-tuned model folder of `path`: the folder itself, a seed's `final`, or, for a finetune
-    run folder, `seed-0/final` (the one model of a default single-seed run)."""
-    path = Path(path)
-    for candidate in (path, path / FINAL, path / "seed-0" / FINAL):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    raise FileNotFoundError(f"{path}: no fine-tuned model here (looked for {CONFIG_FILE} in it, in {FINAL}/ and in "
-                            f"seed-0/{FINAL}/); pass a finetune run folder or its seed-K/final")
+        facts["thresholds"] = best_f1_thresholds(labels.targets[_positions(labels, records)], probabilities).tolist()
+    return write_ensemble_file(out, members, facts)
 
 
 def load_finetuned(directory: str | Path):
@@ -346,22 +303,8 @@ def load_finetuned(directory: str | Path):
     `finetune` wrote one, else its one model), strictly loaded; `config["recipe"]` is its Recipe."""
     directory = Path(directory)
     if (directory / ENSEMBLE_FILE).is_file():
-        return _load_ensemble(directory)
+        return SeedEnsemble.load(directory, _load_model)
     return _load_model(model_folder(directory))
-
-
-def _load_ensemble(run: Path):
-    spec = json.loads((run / ENSEMBLE_FILE).read_text())
-    loaded = [_load_model(run / member) for member in spec["members"]]
-    config = loaded[0][1]
-    for path, (_, other) in zip(spec["members"][1:], loaded[1:]):
-        if other["classes"] != config["classes"] or other["model"] != config["model"]:
-            raise ValueError(f"{run / path}: not the same classes and network as {run / spec['members'][0]}; "
-                             f"an ensemble's members come from one finetune run")
-    config = {**config, "ensemble": spec["members"]}
-    if "thresholds" in spec:
-        config["thresholds"] = spec["thresholds"]
-    return SeedEnsemble([m for m, _ in loaded], bool(config.get("multilabel"))), config
 
 
 def _load_model(directory: Path):
@@ -385,15 +328,6 @@ def _probabilities(logits: torch.Tensor, config: dict) -> torch.Tensor:
 
 def _standardizer(config: dict) -> RRStandardizer | None:
     return RRStandardizer.from_json(config["rr_features"]) if config.get("rr_features") else None
-
-
-def window_logits(model, batch: dict) -> torch.Tensor:
-    """Logits [S, K] of a batch of windows without targets."""
-    if isinstance(model, (WithRRFeatures, SeedEnsemble)):
-        return model.logits(batch)
-    if "x" in batch:
-        return model(batch["x"], batch["lead_mask"])
-    return model.forward_head(model.forward_features(batch))
 
 
 @torch.no_grad()
