@@ -311,6 +311,17 @@ def test_layer_wise_learning_rates_of_a_pretrained_encoder():
     assert {g["lr_scale"] for g in parameter_groups(model, 1e-3, 0.01, 0.5, pretrained=False)} == {1.0}
 
 
+def test_no_weight_decay_on_biases_norms_and_embeddings_of_a_wrapped_encoder():
+    model = WithRRFeatures(AnyECGClassifier(AnyECG.from_pretrained().backbone, 3), 16, 3)
+    decay_of = {id(p): g["weight_decay"] for g in parameter_groups(model, 1e-3, 0.01, 0.5, pretrained=True)
+                for p in g["params"]}
+    embed = model.net.backbone.patch_embed
+    assert decay_of[id(embed.time_embed)] == decay_of[id(embed.lead_embed.weight)] == 0.0
+    for name, p in model.named_parameters():
+        exempt = p.ndim < 2 or name.endswith(("time_embed", "lead_embed.weight"))
+        assert decay_of[id(p)] == (0.0 if exempt else 0.01), name
+
+
 def test_augmentations_keep_a_lead_and_leave_padding_empty():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, 600)

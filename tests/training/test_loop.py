@@ -163,3 +163,19 @@ def test_parameter_groups_exempt_embeddings_and_codes_from_weight_decay():
     assert "encoder.0.attn.qkv.weight" in decayed or any(n.startswith("encoder.0.attn") for n in decayed)
     assert all(p.ndim >= 2 for p in decay["params"]) and not decayed & exempt
     assert decayed | exempt == set(names.values())
+
+
+def test_stage_two_exempts_the_backbone_embeddings_found_inside_it():
+    from anyecg.models.backbone import Backbone, BackboneConfig
+    from anyecg.models.tokenizer import Tokenizer, TokenizerConfig
+    from anyecg.training.loop import parameter_groups
+    from anyecg.training.pretrain import MaskedCodeModel
+
+    tokenizer = Tokenizer(TokenizerConfig(dim=16, depth=1, decoder_depth=1, code_dim=4, num_codes=8))
+    model = MaskedCodeModel(tokenizer, Backbone(BackboneConfig(dim=16, depth=1, n_heads=2, num_codes=8)))
+    decay, no_decay = parameter_groups(model, 0.05)
+    exempt = {id(p) for p in no_decay["params"]}
+    embed = model.backbone.patch_embed
+    assert id(embed.time_embed) in exempt and id(embed.lead_embed.weight) in exempt
+    assert not any(id(p) in exempt for p in decay["params"])
+    assert all(p.requires_grad for p in decay["params"] + no_decay["params"])  # the frozen tokenizer is left out

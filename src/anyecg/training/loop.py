@@ -184,10 +184,16 @@ def _model_state(model: torch.nn.Module, config: TrainConfig) -> dict[str, torch
     return get_model_state_dict(model, options=_FULL) if config.fsdp else model.state_dict()
 
 
+def weight_decay_exempt(model: torch.nn.Module) -> set[str]:
+    """Names (as `model.named_parameters()` gives them) of the parameters that any module of `model`
+    lists in its `no_weight_decay()`: position and lead embeddings, codebooks; decay would shrink them."""
+    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+            if hasattr(module, "no_weight_decay") for name in module.no_weight_decay()}
+
+
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices, none on biases, norms and the parameters the model
-    names in `no_weight_decay()` (position and lead embeddings, codebooks: decay would shrink them)."""
-    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    """AdamW groups: weight decay on matrices, none on biases, norms and `weight_decay_exempt` ones."""
+    exempt = weight_decay_exempt(model)
     trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     decay = [p for name, p in trained if p.ndim >= 2 and name not in exempt]
     no_decay = [p for name, p in trained if p.ndim < 2 or name in exempt]

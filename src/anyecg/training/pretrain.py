@@ -41,9 +41,6 @@ class MaskedCodeModel(nn.Module):
         self.tokenizer.eval()  # frozen: no codebook updates, no dropout
         return self
 
-    def no_weight_decay(self) -> set[str]:
-        return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
-
     def forward(self, batch: dict):
         with torch.no_grad():
             codes = self.tokenizer.encode(batch["patches"], batch["lead_ids"], batch["pad_mask"])  # [B, L, P]
