@@ -207,7 +207,7 @@ def test_records_of_any_length_are_scored_whole(letters_store):
     np.testing.assert_allclose(probabilities[0], np.mean(expected, axis=0), atol=1e-5)
 
 
-def _tiny_fit(store, out, *, validate, max_epochs, patience=10, after_epoch=None, **config_options):
+def _tiny_fit(store, out, *, validate, max_epochs, patience=10, after_epoch=None, pretrained=False, **config_options):
     labels = record_labels(store, user_classes)
     rows = labels.records[store.manifest["split"].to_numpy()[labels.records] == "train"]
     torch.manual_seed(0)  # the same initial weights in every run
@@ -215,7 +215,7 @@ def _tiny_fit(store, out, *, validate, max_epochs, patience=10, after_epoch=None
     data = LabelledWindows(store, labels, rows, form="contract", contract=model.config.contract, seed=0)
     targets = labels.targets[np.searchsorted(labels.records, rows)]
     config = FitConfig(**{"max_epochs": max_epochs, "patience": patience, "batch_size": 8, "seed": 0, **config_options})
-    result = fit(model, data, collate_labelled, targets, validate, config, out, metric="f1_macro", pretrained=False,
+    result = fit(model, data, collate_labelled, targets, validate, config, out, metric="f1_macro", pretrained=pretrained,
                  fs=300.0, model_config={"family": "test"}, after_epoch=after_epoch)
     return model, result
 
@@ -297,6 +297,22 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(letters_store, tmp_pat
     b = load_file(str(tmp_path / "killed" / FINAL / "model.safetensors"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resuming_with_other_parameter_groups(letters_store, tmp_path):
+    """A finished run reports its result without its optimizer; an unfinished one whose optimizer
+    groups no longer match (here: layer-wise rates of a 'pretrained' encoder) says what to do."""
+    def kill(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_fit(letters_store, tmp_path / "killed", validate=lambda model: 0.5, max_epochs=2, after_epoch=kill)
+    with pytest.raises(ValueError, match=r"checkpoint-last: cannot resume .*new --out"):
+        _tiny_fit(letters_store, tmp_path / "killed", validate=lambda model: 0.5, max_epochs=2, pretrained=True)
+
+    _, done = _tiny_fit(letters_store, tmp_path / "done", validate=lambda model: 0.5, max_epochs=1)
+    _, again = _tiny_fit(letters_store, tmp_path / "done", validate=lambda model: 0.5, max_epochs=1, pretrained=True)
+    assert (again.best_epoch, again.epochs_run, again.stop_reason) == (done.best_epoch, done.epochs_run, done.stop_reason)
 
 
 def test_layer_wise_learning_rates_of_a_pretrained_encoder():

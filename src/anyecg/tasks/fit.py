@@ -176,10 +176,16 @@ def fit(
     best_score, best_epoch, history, stop_reason = -math.inf, 0, [], ""
     if state is not None:
         load_state_dict_strict(model, out / LAST)
-        optimizer.load_state_dict(state["optimizer"])
         epoch, step, elapsed, bad_epochs = state["epoch"], state["step"], state["elapsed"], state["bad_epochs"]
         best_score, best_epoch, history = state["best_score"], state["best_epoch"], list(state["history"])
         stop_reason = state["stop_reason"]
+        if not stop_reason:  # a finished run trains no more: its optimizer is not needed
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except ValueError as err:
+                raise ValueError(f"{out / LAST}: cannot resume this run's optimizer ({err}): it was started with "
+                                 "other parameter groups (other options, or another anyecg version); finish it with "
+                                 "those, or start again in a new --out") from None
         schedule_epochs = state.get("schedule_epochs", schedule_epochs)
         schedule_fixed = state.get("schedule_fixed", schedule_fixed)
         print(f"resuming {out} after epoch {epoch}", file=sys.stderr)
