@@ -440,6 +440,8 @@ def test_multilabel_ensemble_thresholds_chosen_on_validation(multilabel_store, t
 def test_no_ensemble_when_each_seed_trains_on_its_own_label_subset(letters_store, tmp_path):
     from anyecg.tasks.runner import ENSEMBLE_FILE, FinetuneConfig, finetune
 
+    (tmp_path / "run").mkdir()  # an ensemble left by an earlier run in the same folder is not this run's model
+    (tmp_path / "run" / ENSEMBLE_FILE).write_text(json.dumps({"members": ["seed-0/final", "seed-1/final"]}))
     summary = finetune(letters_store.root, tmp_path / "run", FinetuneConfig(
         baseline="xresnet1d-tiny", seeds=2, max_epochs=1, steps=2, batch_size=8, label_fraction=0.5))
     assert summary["ensemble"] is None and not (tmp_path / "run" / ENSEMBLE_FILE).exists()

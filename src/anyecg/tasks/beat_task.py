@@ -300,6 +300,7 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
     model, the seeds' ensemble (`out/ensemble.json`: their probabilities averaged), scored on DS2
     once, in `out/ensemble/test`. Rerunning resumes an interrupted run."""
     store, out = Store(data), Path(out)
+    (out / ENSEMBLE_FILE).unlink(missing_ok=True)  # the run folder's model is this run's, until its ensemble is made
     rows = split_rows(store, config.val_fraction)
     record_ids = {split: [store.record_id(row) for row in split_of] for split, split_of in rows.items()}
     val_beats, _ = split_beats(store, "val", config.window_s, config.max_beats_per_record, 0, config.val_fraction)
@@ -331,7 +332,7 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         per_seed.append(evaluate_beats(run / FINAL, data, run / "test"))
     ensemble = None
     if config.seeds > 1:
-        members = seed_models(out)
+        members = seed_models(out, config.seeds)
         model = SeedEnsemble([load_beat_model(path)[0] for path in members], multilabel=False)
         val_f1 = validation_f1(model, val_dataset)  # the same validation windows for every seed
         ensemble = write_ensemble_file(out, members, {"val_f1_macro": val_f1})

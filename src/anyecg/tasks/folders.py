@@ -50,11 +50,9 @@ def model_folder(path: str | Path) -> Path:
                             f"seed-0/{FINAL}/); pass a finetune run folder or its seed-K/final")
 
 
-def seed_models(run: Path) -> list[Path]:
-    """The `seed-K/final` model folders of a finetune run folder, in the order of K."""
-    found = [(int(folder.name.split("-")[1]), folder / FINAL) for folder in run.glob("seed-*")
-             if folder.name.split("-")[1].isdigit() and (folder / FINAL / CONFIG_FILE).is_file()]
-    return [path for _, path in sorted(found)]
+def seed_models(run: Path, seeds: int) -> list[Path]:
+    """The `seed-K/final` model folders of a finetune run of `seeds` seeds, K = 0 .. seeds - 1."""
+    return [run / f"seed-{seed}" / FINAL for seed in range(seeds)]
 
 
 def write_ensemble_file(out: Path, members: list[Path], facts: dict) -> dict:

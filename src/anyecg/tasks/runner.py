@@ -213,6 +213,7 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
         raise ValueError(f"{store.root}: task {config.task!r} needs two classes, found {labels.classes} "
                          f"(labels in the store: {found}); use --task classify to train on the store's own labels")
     lead_map = lead_mapping(config.leads)
+    (out / ENSEMBLE_FILE).unlink(missing_ok=True)  # the run folder's model is this run's, until its ensemble is made
     train_rows, val_rows, val_source = validation_rows(store, labels, config.val_fraction)
     split_of = store.manifest["split"].to_numpy().astype(object)
     split_of[val_rows] = "val"
@@ -267,7 +268,7 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
         per_seed.append(evaluate(run / FINAL, data, "test", run / "test", rr_cache=out / RR_CACHE))
     ensemble = None
     if config.seeds > 1 and config.label_fraction == 1.0:  # below 100%, each seed saw other labels
-        ensemble = write_ensemble(out, store, labels, val_rows, metric)
+        ensemble = write_ensemble(out, seed_models(out, config.seeds), store, labels, val_rows, metric)
         ensemble["test"] = evaluate(out, data, "test", out / "ensemble" / "test", rr_cache=out / RR_CACHE)
     summary = {
         "task": config.task, "classes": labels.classes, "multilabel": labels.multilabel,
@@ -284,10 +285,10 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
     return summary
 
 
-def write_ensemble(out: Path, store: Store, labels: RecordLabels, val_rows: np.ndarray, metric: str) -> dict:
-    """`out/ensemble.json` for the run's seeds: the members, the ensemble's validation score and, for
-    a multi-label task, its per-class thresholds chosen on validation."""
-    members = seed_models(out)
+def write_ensemble(out: Path, members: list[Path], store: Store, labels: RecordLabels, val_rows: np.ndarray,
+                   metric: str) -> dict:
+    """`out/ensemble.json` for the `members` model folders: them, the ensemble's validation score and,
+    for a multi-label task, its per-class thresholds chosen on validation."""
     loaded = [_load_model(path) for path in members]
     model = SeedEnsemble([m for m, _ in loaded], labels.multilabel)
     windows = scoring_windows(model, loaded[0][1], store, labels, val_rows, rr_cache=out / RR_CACHE)
