@@ -18,7 +18,8 @@ accuracy 0.919 +/- 0.019 for `xresnet1d-tiny` (V F1 0.77, S F1 0.31; 42 min), 0.
 AnyECG pretrained (V F1 0.77; about 10 min a seed; the checkpoint shipped before it: 0.912 +/- 0.023,
 V F1 0.76), 0.924 +/- 0.011 for AnyECG random init (V F1 0.80; 20 min); without RR features 0.887
 +/- 0.015 (`xresnet1d-tiny`) and 0.883 +/- 0.053 (AnyECG, the previous checkpoint). Seeds'
-ensembles: 0.934 / 0.934 / 0.947 (V F1 0.84 / 0.84 / 0.91).
+ensembles: 0.934 / 0.934 / 0.947 (V F1 0.84 / 0.84 / 0.91; AnyECG's through the CLI, the others
+from the seeds' predictions before the CLI made ensembles).
 
 The last line printed is one JSON object: per model, mean +/- std over seeds of accuracy, macro F1
 and F1 / sensitivity / positive predictive value per class, the epochs kept, and the wall time;

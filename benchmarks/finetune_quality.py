@@ -33,6 +33,9 @@ CPU, 1 thread, two runs side by side): test macro F1, mean +/- std over 5 seeds
 - AnyECG random init: 0.613 +/- 0.043 (AUROC 0.844 +/- 0.014), 19 min (earlier: 0.624 +/- 0.025);
 - `--baseline xresnet1d-tiny`: 0.698 +/- 0.025 (AUROC 0.905 +/- 0.011), 20 min;
 - `--baseline xresnet1d18 --budget-minutes 20`: see docs/results.md, section 2.
+The 5 seeds' ensemble (the run folder's model; `ensemble` in each model's figures): 0.714 for AnyECG
+pretrained, 0.656 for random init, 0.752 for `xresnet1d-tiny`; a fresh AnyECG run with the current
+version: 0.656 +/- 0.017, ensemble 0.681, 11.2 min in all.
 
 Measured before the RR features (the same setting as `--no-rr-features`; 2-core CPU shared with
 other jobs, 1 thread, one seed; 2,919 records, 50 unlabelled; test split 398 labelled records of

@@ -151,6 +151,10 @@ def test_every_number_in_the_report_equals_its_json(demo, report, results):
             shown = f"tasks/{task}/summary/per_class/{name}/f1" in aggregates
             assert shown == (info["counts"]["test"][name] > 0), name
     assert {"tasks/anomaly/seeds/seed-0/auroc_normal_positive", "tasks/anomaly/seeds/seed-0/auroc_abnormal_positive"} <= keys
+    for task, info in results["tasks"].items():  # the seeds' ensemble, as the run folder's model scored it
+        if len(info["seeds"]) > 1:
+            assert info["ensemble"] == json.loads((demo / task / "ensemble" / "test" / "metrics.json").read_text())
+            assert {f"tasks/{task}/ensemble/accuracy", f"tasks/{task}/ensemble/f1_macro"} <= keys
     assert results["tasks"]["anomaly"]["seeds"]["seed-0"]["positive"] == "normal"  # the paper's orientation
     for stage in results["timings_s"]:
         assert f"timings_s/{stage}" in keys

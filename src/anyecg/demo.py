@@ -243,6 +243,8 @@ def _run_task(store: Store, out: Path, task: str, config: DemoConfig) -> dict:
     result["seeds"] = {f"seed-{k}": json.loads((out / f"seed-{k}" / "test" / "metrics.json").read_text())
                        for k in range(config.seeds)}
     result["summary"] = summary["metrics"]
+    if summary["ensemble"] is not None:  # the seeds as one model, scored on test once
+        result["ensemble"] = json.loads((out / "ensemble" / "test" / "metrics.json").read_text())
     return result
 
 

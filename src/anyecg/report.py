@@ -321,6 +321,12 @@ def _task_rows(results: dict, task: str) -> tuple[list[str], list[str]]:
         for key, _ in METRIC_COLUMNS:
             cells.append(_mean_std_cell(results, f"tasks/{task}/summary/{key}") if key in info["summary"] else _text("—"))
         rows.append(f"<tr>{''.join(cells)}</tr>")
+    if "ensemble" in info:  # the seeds' probabilities averaged: one model
+        base, source = f"tasks/{task}/ensemble", f"{task}/ensemble/test/metrics.json"
+        cells = [_text(task), _text(f"ensemble of {len(info['seeds'])} seeds"), _cell(results, f"{base}/n", source=(source, "n"))]
+        for key, _ in METRIC_COLUMNS:
+            cells.append(_cell(results, f"{base}/{key}", source=(source, key)) if key in info["ensemble"] else _text("—"))
+        rows.append(f"<tr>{''.join(cells)}</tr>")
     # per class: over the seeds where there are several, else the one seed's figures
     first = next(iter(info["seeds"]))
     source = f"{task}/{first}/test/metrics.json"
