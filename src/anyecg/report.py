@@ -305,16 +305,19 @@ METRIC_COLUMNS = [
 PER_CLASS_COLUMNS = [("precision", "precision"), ("recall", "recall"), ("f1", "F1"), ("auroc", "AUROC")]
 
 
+def _metrics_row(results: dict, task: str, label: str, base: str, source: str) -> str:
+    """One model's test metrics: `results[base]`, copied from the evaluation file `source`."""
+    cells = [_text(task), _text(label), _cell(results, f"{base}/n", source=(source, "n"))]
+    for key, _ in METRIC_COLUMNS:
+        cells.append(_cell(results, f"{base}/{key}", source=(source, key)) if key in lookup(results, base) else _text("—"))
+    return f"<tr>{''.join(cells)}</tr>"
+
+
 def _task_rows(results: dict, task: str) -> tuple[list[str], list[str]]:
     info = results["tasks"][task]
     rows, class_rows = [], []
     for seed in info["seeds"]:
-        base = f"tasks/{task}/seeds/{seed}"
-        source = f"{task}/{seed}/test/metrics.json"
-        cells = [_text(task), _text(seed), _cell(results, f"{base}/n", source=(source, "n"))]
-        for key, _ in METRIC_COLUMNS:
-            cells.append(_cell(results, f"{base}/{key}", source=(source, key)) if key in info["seeds"][seed] else _text("—"))
-        rows.append(f"<tr>{''.join(cells)}</tr>")
+        rows.append(_metrics_row(results, task, seed, f"tasks/{task}/seeds/{seed}", f"{task}/{seed}/test/metrics.json"))
     several = len(info["seeds"]) > 1
     if several:
         cells = [_text(task), _text("mean ± std"), _text("")]
@@ -322,11 +325,8 @@ def _task_rows(results: dict, task: str) -> tuple[list[str], list[str]]:
             cells.append(_mean_std_cell(results, f"tasks/{task}/summary/{key}") if key in info["summary"] else _text("—"))
         rows.append(f"<tr>{''.join(cells)}</tr>")
     if "ensemble" in info:  # the seeds' probabilities averaged: one model
-        base, source = f"tasks/{task}/ensemble", f"{task}/ensemble/test/metrics.json"
-        cells = [_text(task), _text(f"ensemble of {len(info['seeds'])} seeds"), _cell(results, f"{base}/n", source=(source, "n"))]
-        for key, _ in METRIC_COLUMNS:
-            cells.append(_cell(results, f"{base}/{key}", source=(source, key)) if key in info["ensemble"] else _text("—"))
-        rows.append(f"<tr>{''.join(cells)}</tr>")
+        rows.append(_metrics_row(results, task, f"ensemble of {len(info['seeds'])} seeds", f"tasks/{task}/ensemble",
+                                 f"{task}/ensemble/test/metrics.json"))
     # per class: over the seeds where there are several, else the one seed's figures
     first = next(iter(info["seeds"]))
     source = f"{task}/{first}/test/metrics.json"

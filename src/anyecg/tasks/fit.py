@@ -41,7 +41,7 @@ from tqdm import tqdm
 from anyecg.evaluation.metrics import to_jsonable
 from anyecg.training.augment import Augmentations, augment_batch
 from anyecg.training.checkpoint import load_state_dict_strict, load_trainer_state, save_checkpoint
-from anyecg.training.loop import FINAL, LAST, LOG, lr_factor, weight_decay_exempt
+from anyecg.training.loop import FINAL, LAST, LOG, lr_factor, weight_decayed
 
 FIT_FILE = "fit.json"
 
@@ -82,8 +82,7 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_dec
     """AdamW groups with a per-group `lr_scale`: 1 for the head and for models trained from scratch;
     for a pretrained encoder `layer_decay ** (depth - i)` for its i-th block and `layer_decay **
     (depth + 1)` for everything outside the blocks (embeddings, norms), or `layer_decay` for all of
-    an encoder without a block list. No weight decay on biases, norm scales and the embeddings a
-    module exempts (`weight_decay_exempt`)."""
+    an encoder without a block list. Weight decay on the `weight_decayed` parameters only."""
     head = {id(p) for p in model.head.parameters()}
     depth, block_of = 0, {}
     if pretrained:
@@ -92,7 +91,7 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_dec
         if block_lists:
             depth = len(block_lists[0])
             block_of = {id(p): i for i, block in enumerate(block_lists[0]) for p in block.parameters()}
-    exempt = weight_decay_exempt(model)
+    decayed = weight_decayed(model)
     groups: dict[tuple[float, bool], list[Tensor]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -103,7 +102,7 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_dec
             scale = layer_decay ** (depth - block_of[id(p)])
         else:
             scale = layer_decay ** (depth + 1) if depth else layer_decay
-        groups.setdefault((scale, p.ndim >= 2 and name not in exempt), []).append(p)
+        groups.setdefault((scale, name in decayed), []).append(p)
     return [{"params": params, "lr": lr * scale, "lr_scale": scale, "weight_decay": weight_decay if decay else 0.0}
             for (scale, decay), params in sorted(groups.items(), key=lambda item: item[0])]
 

@@ -184,19 +184,21 @@ def _model_state(model: torch.nn.Module, config: TrainConfig) -> dict[str, torch
     return get_model_state_dict(model, options=_FULL) if config.fsdp else model.state_dict()
 
 
-def weight_decay_exempt(model: torch.nn.Module) -> set[str]:
-    """Names (as `model.named_parameters()` gives them) of the parameters that any module of `model`
-    lists in its `no_weight_decay()`: position and lead embeddings, codebooks; decay would shrink them."""
-    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
-            if hasattr(module, "no_weight_decay") for name in module.no_weight_decay()}
+def weight_decayed(model: torch.nn.Module) -> set[str]:
+    """Names (as `model.named_parameters()` gives them) of the parameters AdamW should decay: the
+    matrices, except those any module of `model` lists in its `no_weight_decay()` (position and lead
+    embeddings, codebooks: decay would shrink them). Biases and norm scales are never decayed."""
+    exempt = {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+              if hasattr(module, "no_weight_decay") for name in module.no_weight_decay()}
+    return {name for name, p in model.named_parameters() if p.ndim >= 2 and name not in exempt}
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices, none on biases, norms and `weight_decay_exempt` ones."""
-    exempt = weight_decay_exempt(model)
+    """AdamW groups: weight decay on the `weight_decayed` parameters, none on the rest."""
+    decayed = weight_decayed(model)
     trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    decay = [p for name, p in trained if p.ndim >= 2 and name not in exempt]
-    no_decay = [p for name, p in trained if p.ndim < 2 or name in exempt]
+    decay = [p for name, p in trained if name in decayed]
+    no_decay = [p for name, p in trained if name not in decayed]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
