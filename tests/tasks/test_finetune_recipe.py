@@ -241,6 +241,49 @@ def test_early_stopping_keeps_the_best_validation_epoch(letters_store, tmp_path)
     assert json.loads((tmp_path / "fit" / "fit.json").read_text())["best_epoch"] == 2
 
 
+def test_the_weight_average_is_what_validation_scores_and_what_is_kept(letters_store, tmp_path):
+    """With ema_epochs, validation sees the moving average of the weights after every step (recomputed
+    here from the weights the optimizer produced), out/final holds it, and checkpoint-last holds the
+    raw weights that training goes on from."""
+    from anyecg.tasks import fit as fit_module
+
+    trajectory = []  # the model's state after each optimizer step
+    real_update = fit_module.WeightAverage.update
+
+    def recording_update(self, model):
+        trajectory.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        real_update(self, model)
+
+    validated = []
+
+    def validate(model):
+        validated.append({k: v.clone() for k, v in model.state_dict().items()})
+        return 0.5
+
+    fit_module.WeightAverage.update = recording_update
+    try:
+        model, result = _tiny_fit(letters_store, tmp_path / "fit", validate=validate, max_epochs=1, batch_size=2,
+                                  ema_epochs=0.5)
+    finally:
+        fit_module.WeightAverage.update = real_update
+    steps = result.history[0]["step"]
+    assert len(trajectory) == steps >= 4
+    horizon = 0.5 * steps
+    key = next(k for k, v in trajectory[0].items() if v.is_floating_point() and v.ndim > 1)  # a conv weight
+    torch.manual_seed(0)
+    expected = build_baseline("xresnet1d-tiny", num_classes=3, leads=("unknown",)).state_dict()[key].clone()
+    for t, state in enumerate(trajectory):  # hand-written: decay min(1 - 1/horizon, (1 + t) / (10 + t))
+        decay = min(1 - 1 / horizon, (1 + t) / (10 + t))
+        expected = decay * expected + (1 - decay) * state[key]
+    torch.testing.assert_close(validated[0][key], expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(validated[0][key], trajectory[-1][key])  # the average, not the last step
+    kept = load_file(str(tmp_path / "fit" / FINAL / "model.safetensors"))
+    last = load_file(str(tmp_path / "fit" / "checkpoint-last" / "model.safetensors"))
+    torch.testing.assert_close(kept[key], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(last[key], trajectory[-1][key], rtol=0, atol=0)
+    torch.testing.assert_close(model.state_dict()[key], trajectory[-1][key], rtol=0, atol=0)
+
+
 def test_epoch_items_bounds_the_steps_of_an_epoch(letters_store, tmp_path):
     _, whole = _tiny_fit(letters_store, tmp_path / "whole", validate=lambda model: 0.5, max_epochs=1, batch_size=2)
     _, bounded = _tiny_fit(letters_store, tmp_path / "bounded", validate=lambda model: 0.5, max_epochs=2, batch_size=2,
@@ -276,21 +319,24 @@ def test_a_budget_shortens_the_learning_rate_schedule_to_the_epochs_it_holds(let
     assert real_lr_factor(last_step, steps_per_epoch, 4 * steps_per_epoch, 0.05) < 0.15  # annealed, not at the peak
 
 
-def test_resume_after_a_kill_matches_an_uninterrupted_run(letters_store, tmp_path):
+@pytest.mark.parametrize("ema_epochs", [0.0, 1.0])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(letters_store, tmp_path, ema_epochs):
     def validate_fn():
         scores = iter([0.1, 0.2, 0.3])
         return lambda model: next(scores)
 
-    _, whole = _tiny_fit(letters_store, tmp_path / "whole", validate=validate_fn(), max_epochs=3)
+    _, whole = _tiny_fit(letters_store, tmp_path / "whole", validate=validate_fn(), max_epochs=3, ema_epochs=ema_epochs)
 
     def kill(epoch):
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _tiny_fit(letters_store, tmp_path / "killed", validate=validate_fn(), max_epochs=3, after_epoch=kill)
+        _tiny_fit(letters_store, tmp_path / "killed", validate=validate_fn(), max_epochs=3, after_epoch=kill,
+                  ema_epochs=ema_epochs)
     scores = iter([0.3])  # the resumed run only validates epoch 3
-    _, resumed = _tiny_fit(letters_store, tmp_path / "killed", validate=lambda model: next(scores), max_epochs=3)
+    _, resumed = _tiny_fit(letters_store, tmp_path / "killed", validate=lambda model: next(scores), max_epochs=3,
+                           ema_epochs=ema_epochs)
     assert resumed.epochs_run == 3 and resumed.best_epoch == 3
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     a = load_file(str(tmp_path / "whole" / FINAL / "model.safetensors"))

@@ -93,6 +93,7 @@ class BeatConfig:
     max_steps: int | None = None  # cap on optimizer steps (smoke runs)
     batch_size: int = 32  # the CLI's default too
     lr: float = 1e-3
+    ema_epochs: float = 2.0  # validate and keep a moving average of the weights over this many epochs (0: off)
     class_weight_power: float = 0.5  # 1: full inverse-frequency class weights, 0: none
     val_fraction: float = 0.2  # share of the DS1 patients held out for validation
     window_s: int = 3  # whole seconds, so the window is whole 1-s patches with the beat in the middle one
@@ -314,7 +315,7 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         val_dataset = BeatWindows(store, val_beats, form=form, contract=contract)
         fit_config = FitConfig(max_epochs=config.max_epochs, patience=config.patience, budget_minutes=config.budget_minutes,
                                max_steps=config.max_steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
-                               balanced=False, epoch_items=config.epoch_beats)
+                               balanced=False, epoch_items=config.epoch_beats, ema_epochs=config.ema_epochs)
         model_config = {
             "family": "finetuned", "task": TASK, "classes": CLASSES, "model": spec, "window_s": config.window_s,
             "rr_features": config.rr_features, "class_weights": weights.tolist(), "finetune": asdict(config),

@@ -18,6 +18,11 @@ the rate of the one above it, the head the full rate) and a head warm-up: the fi
 `head_warmup_epochs` epochs train the head alone, so a random head does not wreck the pretrained
 features with large early gradients.
 
+With `ema_epochs` > 0 (default 2) the model that is validated and kept is a moving average of the
+weights (and normalisation statistics) over about that many epochs of steps, not the last step's:
+on a small validation split one step's weights score very differently from epoch to epoch, and the
+average both scores steadier and makes the kept epoch less a matter of luck.
+
 Resume: `out/checkpoint-last` is written after every epoch; rerunning continues at the next epoch
 with the same data order, crops and augmentations as an uninterrupted run (all seeded per epoch).
 """
@@ -28,6 +33,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -61,7 +67,40 @@ class FitConfig:
     head_warmup_epochs: int = 1  # pretrained encoders only
     balanced: bool = True  # class-balanced sampling (multi-class) / positive weighting (multi-label)
     augment: bool = True
+    ema_epochs: float = 2.0  # time constant of the weight average, in epochs; 0: validate the raw weights
     seed: int = 0
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point state (weights, normalisation
+    statistics; integer buffers follow the model). Each update moves the average `1 - decay` of the
+    way to the model, with `decay = 1 - 1 / horizon_steps`, shortened to `(1 + t) / (10 + t)` over
+    the first updates so the average does not stay anchored to the initial weights."""
+
+    def __init__(self, model: nn.Module, horizon_steps: float):
+        self.decay = 1.0 - 1.0 / max(horizon_steps, 1.0)
+        self.state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.state[name].lerp_(value, 1.0 - decay)
+            else:
+                self.state[name].copy_(value)
+
+    @contextmanager
+    def swapped_in(self, model: nn.Module):
+        """The model holds the average inside the block and its own weights again after it."""
+        own = {name: value.clone() for name, value in model.state_dict().items()}
+        model.load_state_dict(self.state)
+        try:
+            yield model
+        finally:
+            model.load_state_dict(own)
 
 
 @dataclass
@@ -170,6 +209,7 @@ def fit(
     optimizer = torch.optim.AdamW(parameter_groups(model, config.lr, config.weight_decay, config.layer_decay, pretrained),
                                   lr=config.lr, betas=(0.9, 0.999))
     augmentations = Augmentations()
+    average = WeightAverage(model, config.ema_epochs * steps_per_epoch) if config.ema_epochs > 0 else None
     state = load_trainer_state(out / LAST)
     epoch, step, elapsed, bad_epochs, schedule_fixed = 0, 0, 0.0, 0, config.budget_minutes is None
     best_score, best_epoch, history, stop_reason = -math.inf, 0, [], ""
@@ -185,6 +225,8 @@ def fit(
                 raise ValueError(f"{out / LAST}: cannot resume this run's optimizer ({err}): it was started with "
                                  "other parameter groups (other options, or another anyecg version); finish it with "
                                  "those, or start again in a new --out") from None
+        if average is not None and "weight_average" in state:
+            average.state, average.updates = state["weight_average"]["state"], state["weight_average"]["updates"]
         schedule_epochs = state.get("schedule_epochs", schedule_epochs)
         schedule_fixed = state.get("schedule_fixed", schedule_fixed)
         print(f"resuming {out} after epoch {epoch}", file=sys.stderr)
@@ -215,12 +257,16 @@ def fit(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            if average is not None:
+                average.update(model)
             step += 1
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         bar.close()
 
-        score = float(validate(model))
+        with average.swapped_in(model) if average is not None else nullcontext():
+            score = float(validate(model))
+        candidate = average.state if average is not None else model.state_dict()  # what validation scored
         epoch += 1
         seconds = time.perf_counter() - started
         elapsed += seconds
@@ -232,7 +278,7 @@ def fit(
         improved = math.isfinite(score) and score > best_score
         if improved:
             best_score, best_epoch, bad_epochs = score, epoch, 0
-            save_checkpoint(out / FINAL, model.state_dict(), {**model_config, "selected_epoch": epoch,
+            save_checkpoint(out / FINAL, candidate, {**model_config, "selected_epoch": epoch,
                             f"val_{metric}": score}, recipe_json)
         else:
             bad_epochs += 1
@@ -257,12 +303,14 @@ def fit(
             stop_reason = f"another epoch would overrun the {config.budget_minutes:g}-minute budget"
         if best_epoch == 0 and stop_reason:  # never a finite score: keep the last epoch, and say so
             best_epoch = epoch
-            save_checkpoint(out / FINAL, model.state_dict(), {**model_config, "selected_epoch": epoch}, recipe_json)
+            save_checkpoint(out / FINAL, candidate, {**model_config, "selected_epoch": epoch}, recipe_json)
             stop_reason += "; no finite validation score, so the last epoch was kept"
         trainer_state = {"optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "elapsed": elapsed,
                          "bad_epochs": bad_epochs, "best_score": best_score, "best_epoch": best_epoch,
                          "history": history, "stop_reason": stop_reason, "schedule_epochs": schedule_epochs,
                          "schedule_fixed": schedule_fixed}
+        if average is not None:
+            trainer_state["weight_average"] = {"state": average.state, "updates": average.updates}
         save_checkpoint(out / LAST, model.state_dict(), model_config, recipe_json, trainer_state)
         if after_epoch is not None:
             after_epoch(epoch)

@@ -102,6 +102,7 @@ class FinetuneConfig:
     min_class_count: int = 10  # classes with fewer training records are reported as rare
     augment: bool = True
     balanced: bool = True
+    ema_epochs: float = 2.0  # validate and keep a moving average of the weights over this many epochs (0: off)
     rr_features: bool = True  # join each record's RR-interval features to the network's before the head
 
 
@@ -252,7 +253,7 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
                         "finetune": asdict(config), "train_records": int(len(rows)), "val_records": int(len(val_rows))}
         fit_config = FitConfig(max_epochs=config.max_epochs, patience=config.patience, budget_minutes=config.budget_minutes,
                                max_steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
-                               augment=config.augment, balanced=config.balanced)
+                               augment=config.augment, balanced=config.balanced, ema_epochs=config.ema_epochs)
         result = fit(model, dataset, collate_labelled, labels.targets[_positions(labels, rows)], validate, fit_config, run,
                      metric=metric, pretrained=pretrained and not config.linear_probe, fs=store.recipe.target_fs,
                      model_config=model_config, recipe_json=store.recipe.to_json())
