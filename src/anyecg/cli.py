@@ -115,9 +115,10 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=int, default=30, help="classify/anomaly/arrhythmia/beats: most epochs per seed")
     p.add_argument("--patience", type=int, default=6, help="classify/.../beats: stop after this many epochs without a better val score")
     p.add_argument("--budget-minutes", type=float, help="classify/.../beats: wall-time budget per seed; the learning rate anneals over the epochs it holds, and training stops before overrunning it")
-    p.add_argument("--ema-epochs", type=float, default=2.0,
+    p.add_argument("--ema-epochs", type=float, default=None,
                    help="classify/.../beats: validate and keep a moving average of the weights over about this many "
-                        "epochs of steps (0: the last step's weights)")
+                        "epochs of steps; 0: the last step's weights (default: 2 for classify/anomaly/arrhythmia, "
+                        "0 for beats)")
     p.add_argument("--leads", type=_lead_list, default=[],
                    help="classify/...: read a store lead as another, e.g. I (the single unnamed lead is lead I) or MLII=II")
     p.add_argument("--batch-size", type=int, default=32)
@@ -142,6 +143,11 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path)
 
 
+def _given(**options) -> dict:
+    """The options given on the command line; the others keep their task's default."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from anyecg.evaluation.metrics import to_jsonable
 
@@ -155,7 +161,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             linear_probe=args.linear_probe, rr_features=args.rr_features, seeds=seeds, max_epochs=args.max_epochs,
             patience=args.patience, budget_minutes=args.budget_minutes, max_steps=args.steps,
             batch_size=args.batch_size, lr=args.lr, max_beats_per_record=args.max_beats_per_record,
-            ema_epochs=args.ema_epochs,
+            **_given(ema_epochs=args.ema_epochs),
         ))
         headline = {k: summary["metrics"][k] for k in ("accuracy", "f1_macro") if k in summary["metrics"]}
         print(json.dumps(to_jsonable(headline)))
@@ -193,7 +199,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         random_init=args.random_init, linear_probe=args.linear_probe, seeds=args.seeds or 1,
         label_fraction=args.label_fraction, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         max_epochs=args.max_epochs, patience=args.patience, budget_minutes=args.budget_minutes,
-        leads=lead_mapping(args.leads), rr_features=args.rr_features, ema_epochs=args.ema_epochs,
+        leads=lead_mapping(args.leads), rr_features=args.rr_features, **_given(ema_epochs=args.ema_epochs),
     )
     summary = finetune(args.data, args.out, config)
     keys = ("accuracy", "f1_macro", "auroc", "f1_weighted")

@@ -120,6 +120,7 @@ def test_classify_command_on_single_lead_records(letters_store, tmp_path):
     config = load_config(out / "seed-0" / FINAL)
     assert config["model"]["config"]["leads"] == ["unknown"]  # single-lead model reading the unnamed lead
     assert config["selected_epoch"] in (1, 2)
+    assert config["finetune"]["ema_epochs"] == 2  # the record-level default: the weight average is kept
     assert main(["evaluate", "--model", str(out), "--data", str(letters_store.root), "--out", str(tmp_path / "ev")]) == 0
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics == json.loads((out / "seed-0" / "test" / "metrics.json").read_text())
