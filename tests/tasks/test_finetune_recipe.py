@@ -242,7 +242,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(letters_store, tmp_path)
     assert json.loads((tmp_path / "fit" / "fit.json").read_text())["best_epoch"] == 2
 
 
-def test_the_weight_average_is_what_validation_scores_and_what_is_kept(letters_store, tmp_path):
+def test_the_weight_average_is_what_validation_scores_and_what_is_kept(letters_store, tmp_path, monkeypatch):
     """With ema_epochs, validation sees the moving average of the weights after every step (recomputed
     here from the weights the optimizer produced), out/final holds it, and checkpoint-last holds the
     raw weights that training goes on from."""
@@ -261,12 +261,9 @@ def test_the_weight_average_is_what_validation_scores_and_what_is_kept(letters_s
         validated.append({k: v.clone() for k, v in model.state_dict().items()})
         return 0.5
 
-    fit_module.WeightAverage.update = recording_update
-    try:
-        model, result = _tiny_fit(letters_store, tmp_path / "fit", validate=validate, max_epochs=1, batch_size=2,
-                                  ema_epochs=0.5)
-    finally:
-        fit_module.WeightAverage.update = real_update
+    monkeypatch.setattr(fit_module.WeightAverage, "update", recording_update)
+    model, result = _tiny_fit(letters_store, tmp_path / "fit", validate=validate, max_epochs=1, batch_size=2,
+                              ema_epochs=0.5)
     steps = result.history[0]["step"]
     assert len(trajectory) == steps >= 4
     horizon = 0.5 * steps
