@@ -274,6 +274,12 @@ class WithRRFeatures(nn.Module):
         return ClassifierOutput(loss=loss, accuracy=accuracy, logits=logits)
 
 
+def class_probabilities(logits: Tensor, multilabel: bool) -> Tensor:
+    """Probabilities [..., K] of logits [..., K]: per-class sigmoids (multi-label) or a softmax over classes."""
+    logits = logits.float()
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)
+
+
 def window_logits(model: nn.Module, batch: dict) -> Tensor:
     """Logits [B, K] of a batch of windows (targets not needed) for any fine-tuned classifier."""
     if isinstance(model, (WithRRFeatures, SeedEnsemble)):
@@ -299,10 +305,11 @@ class SeedEnsemble(nn.Module):
         return self.members[0].config
 
     def logits(self, batch: dict) -> Tensor:
-        logits = torch.stack([window_logits(m, batch).float() for m in self.members])  # [M, B, K]
+        logits = torch.stack([window_logits(m, batch) for m in self.members])  # [M, B, K]
+        mean = class_probabilities(logits, self.multilabel).mean(dim=0)  # [B, K]
         if self.multilabel:
-            return torch.logit(torch.sigmoid(logits).mean(dim=0).clamp(1e-7, 1 - 1e-7))
-        return torch.softmax(logits, dim=-1).mean(dim=0).clamp_min(1e-12).log()
+            return torch.logit(mean.clamp(1e-7, 1 - 1e-7))
+        return mean.clamp_min(1e-12).log()
 
     def forward(self, batch: dict) -> ClassifierOutput:
         logits = self.logits(batch)
@@ -337,7 +344,7 @@ def predict_records(model: nn.Module, dataset: LabelledWindows, num_classes: int
     for start in range(0, len(dataset), batch_size):
         batch = collate_labelled([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         logits = model(batch).logits
-        probabilities = (torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=-1)).numpy()  # [B, K]
+        probabilities = class_probabilities(logits, multilabel).numpy()  # [B, K]
         for record, p in zip(batch["record"].tolist(), probabilities):
             sums[record] = sums.get(record, np.zeros(num_classes)) + p
             counts[record] = counts.get(record, 0) + 1

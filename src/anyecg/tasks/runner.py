@@ -55,6 +55,7 @@ from anyecg.tasks.classification import (
     SeedEnsemble,
     WithRRFeatures,
     class_counts,
+    class_probabilities,
     collate_labelled,
     predict_records,
     record_labels,
@@ -324,10 +325,6 @@ def _load_model(directory: Path):
     return model.eval(), config
 
 
-def _probabilities(logits: torch.Tensor, config: dict) -> torch.Tensor:
-    return torch.sigmoid(logits.float()) if config.get("multilabel") else torch.softmax(logits.float(), dim=-1)
-
-
 def _standardizer(config: dict) -> RRStandardizer | None:
     return RRStandardizer.from_json(config["rr_features"]) if config.get("rr_features") else None
 
@@ -353,7 +350,7 @@ def predict_signal(model, config: dict, signal: np.ndarray, fs: float, leads: li
             windows_in_batch = len(batch["x"]) if "x" in batch else len(batch["patches"])
             batch["rr"] = rr.expand(windows_in_batch, -1)  # [S, F]
     logits = torch.cat([window_logits(model, batch) for batch in batches])  # [S, K]
-    return _probabilities(logits, config).mean(dim=0).numpy()  # [K]
+    return class_probabilities(logits, bool(config.get("multilabel"))).mean(dim=0).numpy()  # [K]
 
 
 def scoring_windows(model, config: dict, store: Store, labels: RecordLabels, rows: np.ndarray, *,
