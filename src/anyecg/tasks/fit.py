@@ -19,7 +19,10 @@ the rate of the one above it, the head the full rate) and a head warm-up: the fi
 features with large early gradients.
 
 With `ema_epochs` > 0 (default 2) the model that is validated and kept is a moving average of the
-weights (and normalisation statistics) over about that many epochs of steps, not the last step's:
+weights (and normalisation statistics), not the last step's. Its time constant grows with the steps
+taken, about a ninth of them (`WeightAverage`), up to `ema_epochs` epochs of steps, which it reaches
+after about 9 x `ema_epochs` epochs; runs that stop earlier never reach the cap, so their average
+does not depend on `ema_epochs`. Why:
 on a small validation split one step's weights score very differently from epoch to epoch, and the
 average both scores steadier and makes the kept epoch less a matter of luck.
 
@@ -67,15 +70,16 @@ class FitConfig:
     head_warmup_epochs: int = 1  # pretrained encoders only
     balanced: bool = True  # class-balanced sampling (multi-class) / positive weighting (multi-label)
     augment: bool = True
-    ema_epochs: float = 2.0  # time constant of the weight average, in epochs; 0: validate the raw weights
+    ema_epochs: float = 2.0  # cap on the weight average's time constant, in epochs; 0: validate the raw weights
     seed: int = 0
 
 
 class WeightAverage:
     """Exponential moving average of a model's floating-point state (weights, normalisation
     statistics; integer buffers follow the model). Each update moves the average `1 - decay` of the
-    way to the model, with `decay = 1 - 1 / horizon_steps`, shortened to `(1 + t) / (10 + t)` over
-    the first updates so the average does not stay anchored to the initial weights."""
+    way to the model, with `decay = 1 - 1 / horizon_steps`, shortened to `(1 + t) / (10 + t)` (a
+    time constant of (10 + t) / 9 updates) over the first ~9 x `horizon_steps` updates, so the
+    average does not stay anchored to the initial weights."""
 
     def __init__(self, model: nn.Module, horizon_steps: float):
         self.decay = 1.0 - 1.0 / max(horizon_steps, 1.0)

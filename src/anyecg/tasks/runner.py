@@ -103,7 +103,7 @@ class FinetuneConfig:
     min_class_count: int = 10  # classes with fewer training records are reported as rare
     augment: bool = True
     balanced: bool = True
-    ema_epochs: float = 2.0  # validate and keep a moving average of the weights over this many epochs (0: off)
+    ema_epochs: float = 2.0  # validate and keep a moving average of the weights, over at most this many epochs (0: off)
     rr_features: bool = True  # join each record's RR-interval features to the network's before the head
 
 
