@@ -117,8 +117,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-minutes", type=float, help="classify/.../beats: wall-time budget per seed; the learning rate anneals over the epochs it holds, and training stops before overrunning it")
     p.add_argument("--ema-epochs", type=float, default=None,
                    help="classify/.../beats: validate and keep a moving average of the weights over about a ninth of "
-                        "the steps so far, at most this many epochs of steps; 0: the last step's weights (default: 2 for classify/anomaly/arrhythmia, "
-                        "0 for beats)")
+                        "the steps so far, at most this many epochs of steps; 0: the last step's weights "
+                        "(default: 2 for classify/anomaly/arrhythmia, 0 for beats)")
     p.add_argument("--leads", type=_lead_list, default=[],
                    help="classify/...: read a store lead as another, e.g. I (the single unnamed lead is lead I) or MLII=II")
     p.add_argument("--batch-size", type=int, default=32)
