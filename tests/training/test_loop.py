@@ -70,7 +70,7 @@ def test_two_process_gloo_matches_one_process(small_store, tmp_path):
     single = _run(small_store, tmp_path / "single", 3, "--batch-size", "4")
     assert single.returncode == 0, single.stderr[-2000:]
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
          str(TRAIN_SCRIPT), str(small_store), str(tmp_path / "ddp"), "3", "--batch-size", "4", "--dump-ranks"],
         capture_output=True, text=True, timeout=600, env=ENV,
     )
@@ -90,7 +90,7 @@ def test_two_process_fsdp_matches_one_process(small_store, tmp_path):
     single = _run(small_store, tmp_path / "single", 3, "--batch-size", "4")
     assert single.returncode == 0, single.stderr[-2000:]
     fsdp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
          str(TRAIN_SCRIPT), str(small_store), str(tmp_path / "fsdp"), "3", "--batch-size", "4", "--fsdp", "--dump-ranks"],
         capture_output=True, text=True, timeout=600, env=ENV,
     )
