@@ -119,6 +119,9 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
                    help="classify/.../beats: validate and keep a moving average of the weights over about a ninth of "
                         "the steps so far, at most this many epochs of steps; 0: the last step's weights "
                         "(default: 2 for classify/anomaly/arrhythmia, 0 for beats)")
+    p.add_argument("--drop-path", type=float, default=0.0,
+                   help="classify/anomaly/arrhythmia, AnyECG encoders: stochastic depth, the rate at which the last "
+                        "transformer block is skipped per recording while training (earlier blocks less; default 0)")
     p.add_argument("--leads", type=_lead_list, default=[],
                    help="classify/...: read a store lead as another, e.g. I (the single unnamed lead is lead I) or MLII=II")
     p.add_argument("--batch-size", type=int, default=32)
@@ -199,7 +202,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         random_init=args.random_init, linear_probe=args.linear_probe, seeds=args.seeds or 1,
         label_fraction=args.label_fraction, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         max_epochs=args.max_epochs, patience=args.patience, budget_minutes=args.budget_minutes,
-        leads=lead_mapping(args.leads), rr_features=args.rr_features, **_given(ema_epochs=args.ema_epochs),
+        leads=lead_mapping(args.leads), rr_features=args.rr_features, drop_path=args.drop_path,
+        **_given(ema_epochs=args.ema_epochs),
     )
     summary = finetune(args.data, args.out, config)
     keys = ("accuracy", "f1_macro", "auroc", "f1_weighted")

@@ -11,6 +11,7 @@ import wfdb
 from scipy.signal import resample_poly
 
 from anyecg.models.backbone import Backbone, BackboneConfig, random_token_mask
+from anyecg.models.layers import Block, drop_path
 from anyecg.signal.leads import LEAD_INDEX, STANDARD_12
 
 K = 64
@@ -191,3 +192,49 @@ def test_overfits_a_fixed_batch_of_real_patches(shared_data):
         losses.append(out.loss.item())
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_drop_path_zeroes_whole_recordings_and_keeps_the_expectation():
+    branch = torch.ones(2000, 3, 2)
+    torch.manual_seed(0)
+    out = drop_path(branch, 0.3, training=True)
+    per_recording = out.flatten(1)
+    kept = per_recording[:, 0] > 0
+    assert torch.equal(per_recording[kept], torch.full_like(per_recording[kept], 1 / 0.7))
+    assert torch.equal(per_recording[~kept], torch.zeros_like(per_recording[~kept]))
+    assert abs((~kept).float().mean().item() - 0.3) < 0.05  # binomial sd 0.01
+    assert drop_path(branch, 0.3, training=False) is branch
+
+
+def test_a_block_with_stochastic_depth_gives_one_of_its_four_paths_per_recording():
+    """Hand-built reference: each recording's output is x + a * attn + m * mlp with a, m in {0, 1/(1-r)}."""
+    torch.manual_seed(0)
+    rate, B = 0.5, 16
+    block = Block(32, 4, drop_path=rate)
+    x = torch.randn(B, 4, 32)  # [B, N, D]: one lead, 4 seconds
+    grid, pad = (1, 4), torch.zeros(B, 4, dtype=torch.bool)
+    with torch.no_grad():
+        attn = block.attn(block.norm1(x), grid=grid, pad_mask=pad)
+        paths = []
+        for a in (0.0, 1 / (1 - rate)):
+            h = x + a * attn
+            paths += [h + m * block.mlp(block.norm2(h)) for m in (0.0, 1 / (1 - rate))]
+        block.train()
+        out = block(x, grid, pad)
+    chosen = [next(k for k, path in enumerate(paths) if torch.allclose(out[b], path[b], atol=1e-5)) for b in range(B)]
+    assert len(set(chosen)) > 1  # the draw varies across recordings
+    block.eval()  # inference takes both branches, unscaled
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, grid, pad), x + attn + block.mlp(block.norm2(x + attn)))
+
+
+def test_stochastic_depth_rises_over_blocks_and_leaves_inference_alone():
+    model = tiny_backbone(depth=3, drop_path=0.2)
+    assert [block.drop_path for block in model.blocks] == pytest.approx([0.0, 0.1, 0.2])
+    plain = tiny_backbone(depth=3)
+    plain.load_state_dict(model.state_dict())
+    batch = synthetic_batch(2)
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model.embed(**batch), plain.embed(**batch), rtol=0, atol=0)
+    plain.set_drop_path(0.2)
+    assert plain.config.drop_path == 0.2 and plain.blocks[2].drop_path == pytest.approx(0.2)

@@ -491,3 +491,16 @@ def test_no_ensemble_when_each_seed_trains_on_its_own_label_subset(letters_store
     assert summary["ensemble"] is None and not (tmp_path / "run" / ENSEMBLE_FILE).exists()
     _, config = load_finetuned(tmp_path / "run")  # the run folder's model: its first seed
     assert "ensemble" not in config and config == load_finetuned(tmp_path / "run" / "seed-0" / FINAL)[1]
+
+
+def test_stochastic_depth_is_set_for_training_and_kept_in_the_run(letters_store, tmp_path):
+    """`drop_path` reaches the AnyECG encoder's blocks; the saved model rebuilds with the same rates."""
+    from anyecg.tasks.runner import FinetuneConfig, finetune
+
+    finetune(letters_store.root, tmp_path / "run", FinetuneConfig(random_init=True, drop_path=0.2, max_epochs=1, steps=2,
+                                                                  batch_size=8, rr_features=False))
+    config = load_config(tmp_path / "run" / "seed-0" / FINAL)
+    assert config["model"]["backbone"]["drop_path"] == 0.2
+    model, _ = load_finetuned(tmp_path / "run")
+    rates = [block.drop_path for block in model.backbone.blocks]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2) and rates == sorted(rates)

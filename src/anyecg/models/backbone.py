@@ -16,7 +16,7 @@ Masks are drawn from a torch.Generator when one is given, so a step is reproduci
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -47,6 +47,7 @@ class BackboneConfig:
     mask_ratio: float = 0.5  # r: fraction of real tokens masked per recording
     symmetric_mask: bool = False
     dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth of the last block, rising linearly from 0 at the first (fine-tuning)
     attn_impl: str = "auto"  # CMA implementation: "auto", "structured" or "dense" (same result)
     amplitude_inputs: bool = False  # patch log-RMS and mean enter the patch embedding
     patch_size: int = PATCH_SIZE
@@ -92,12 +93,19 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(
             [Block(c.dim, c.n_heads, c.mlp_ratio, c.tolerance, c.dropout, c.attn_impl) for _ in range(c.depth)]
         )
+        self.set_drop_path(c.drop_path)
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.num_codes)
 
         self.apply(init_weights)
         nn.init.trunc_normal_(self.patch_embed.time_embed, std=0.02)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth for fine-tuning: block i of `depth` skips at rate * i / (depth - 1) (BEiT)."""
+        self.config = replace(self.config, drop_path=rate)
+        for block, block_rate in zip(self.blocks, torch.linspace(0.0, rate, len(self.blocks)).tolist()):
+            block.drop_path = block_rate
 
     def no_weight_decay(self) -> set[str]:
         """Parameters AdamW must not shrink: the position and lead embeddings (BEiT)."""

@@ -9,7 +9,8 @@ Tokens are the (lead j, second k) grid flattened lead-major, token n = j * P + k
 - `PatchEmbedding`: the temporal encoder plus learnable temporal (tau_k) and lead (sigma_j)
   embeddings, h = h' + tau_k + sigma_j; optionally each patch's amplitude (log-RMS and mean), which
   the temporal encoder's per-patch GroupNorm removes.
-- `Block`: pre-norm transformer block with Cross-Mask Attention and an MLP.
+- `Block`: pre-norm transformer block with Cross-Mask Attention and an MLP, optionally with
+  stochastic depth (each recording skips the block's branches at random while training).
 """
 
 from __future__ import annotations
@@ -186,12 +187,21 @@ class MLP(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def drop_path(branch: Tensor, rate: float, training: bool) -> Tensor:
+    """Stochastic depth: while training, zero a residual branch [B, ...] for a random `rate` of the
+    recordings and scale the rest by 1 / (1 - rate), so its expected value is unchanged."""
+    if rate == 0.0 or not training:
+        return branch
+    keep = torch.rand((branch.shape[0],) + (1,) * (branch.dim() - 1), device=branch.device) >= rate  # [B, 1, ...]
+    return branch * keep.to(branch.dtype) / (1.0 - rate)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + CMA(LN(x)), then x + MLP(LN(x)).
 
     The attention applies its own QK-norm (LayerNorm of Q and K per head, none on V, paper).
     Padding tokens are never attended as keys; every other operation is per token, so padding
-    cannot reach a real token's output.
+    cannot reach a real token's output. `drop_path` is the stochastic-depth rate of both branches.
     """
 
     def __init__(
@@ -202,13 +212,17 @@ class Block(nn.Module):
         tolerance: int = 1,
         dropout: float = 0.0,
         attn_impl: str = "auto",
+        drop_path: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path must lie in [0, 1), got {drop_path}")
+        self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(dim)
         self.attn = CrossMaskAttention(dim, n_heads, tolerance=tolerance, qk_norm=True, dropout=dropout, impl=attn_impl)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
 
     def forward(self, x: Tensor, grid: tuple[int, int], pad_mask: Tensor | None) -> Tensor:
-        x = x + self.attn(self.norm1(x), grid=grid, pad_mask=pad_mask)  # [B, N, D]
-        return x + self.mlp(self.norm2(x))  # [B, N, D]
+        x = x + drop_path(self.attn(self.norm1(x), grid=grid, pad_mask=pad_mask), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)  # [B, N, D]

@@ -105,6 +105,7 @@ class FinetuneConfig:
     balanced: bool = True
     ema_epochs: float = 2.0  # validate and keep a moving average of the weights, over at most this many epochs (0: off)
     rr_features: bool = True  # join each record's RR-interval features to the network's before the head
+    drop_path: float = 0.0  # AnyECG encoders: stochastic depth of the last block (0: off)
 
 
 def _label_fn(task: str):
@@ -162,6 +163,7 @@ def _build_network(config: FinetuneConfig, n_classes: int, single_lead: str | No
     if pretrained.backbone is None:
         raise ValueError(f"{config.model}: a tokenizer-only checkpoint; fine-tuning needs a stage-2 (pretrain) checkpoint")
     backbone = Backbone(pretrained.backbone.config) if config.random_init else pretrained.backbone
+    backbone.set_drop_path(config.drop_path)
     model = AnyECGClassifier(backbone, n_classes, linear_probe=config.linear_probe)
     spec = {"kind": "anyecg", "backbone": asdict(backbone.config), "random_init": config.random_init}
     return model, "tokens", None, spec, not config.random_init
