@@ -210,7 +210,8 @@ def test_a_block_with_stochastic_depth_gives_one_of_its_four_paths_per_recording
     """Hand-built reference: each recording's output is x + a * attn + m * mlp with a, m in {0, 1/(1-r)}."""
     torch.manual_seed(0)
     rate, B = 0.5, 16
-    block = Block(32, 4, drop_path=rate)
+    block = Block(32, 4)
+    block.drop_path = rate
     x = torch.randn(B, 4, 32)  # [B, N, D]: one lead, 4 seconds
     grid, pad = (1, 4), torch.zeros(B, 4, dtype=torch.bool)
     with torch.no_grad():
@@ -238,3 +239,5 @@ def test_stochastic_depth_rises_over_blocks_and_leaves_inference_alone():
     torch.testing.assert_close(model.embed(**batch), plain.embed(**batch), rtol=0, atol=0)
     plain.set_drop_path(0.2)
     assert plain.config.drop_path == 0.2 and plain.blocks[2].drop_path == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="drop_path must lie in"):
+        plain.set_drop_path(1.0)

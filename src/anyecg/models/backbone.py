@@ -103,6 +103,8 @@ class Backbone(nn.Module):
 
     def set_drop_path(self, rate: float) -> None:
         """Stochastic depth for fine-tuning: block i of `depth` skips at rate * i / (depth - 1) (BEiT)."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop_path must lie in [0, 1), got {rate}")
         self.config = replace(self.config, drop_path=rate)
         for block, block_rate in zip(self.blocks, torch.linspace(0.0, rate, len(self.blocks)).tolist()):
             block.drop_path = block_rate

@@ -212,12 +212,9 @@ class Block(nn.Module):
         tolerance: int = 1,
         dropout: float = 0.0,
         attn_impl: str = "auto",
-        drop_path: float = 0.0,
     ):
         super().__init__()
-        if not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"drop_path must lie in [0, 1), got {drop_path}")
-        self.drop_path = drop_path
+        self.drop_path = 0.0  # set for fine-tuning by `Backbone.set_drop_path`
         self.norm1 = nn.LayerNorm(dim)
         self.attn = CrossMaskAttention(dim, n_heads, tolerance=tolerance, qk_norm=True, dropout=dropout, impl=attn_impl)
         self.norm2 = nn.LayerNorm(dim)
