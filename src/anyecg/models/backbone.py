@@ -106,8 +106,9 @@ class Backbone(nn.Module):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"drop_path must lie in [0, 1), got {rate}")
         self.config = replace(self.config, drop_path=rate)
-        for block, block_rate in zip(self.blocks, torch.linspace(0.0, rate, len(self.blocks)).tolist()):
-            block.drop_path = block_rate
+        last = max(len(self.blocks) - 1, 1)
+        for i, block in enumerate(self.blocks):  # plain floats: models are also built on the meta device
+            block.drop_path = rate * i / last
 
     def no_weight_decay(self) -> set[str]:
         """Parameters AdamW must not shrink: the position and lead embeddings (BEiT)."""
