@@ -138,6 +138,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rr-features", action=argparse.BooleanOptionalAction, default=True,
                    help="beats: join each beat's RR-interval features to the network's before the head; "
                         "classify/anomaly/arrhythmia: each record's RR-interval (heart-rate variability) features")
+    p.add_argument("--template-features", action=argparse.BooleanOptionalAction, default=True,
+                   help="beats: join each beat's shape against its record's median beat (correlation, size ratios) too")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")
     p.add_argument("--model", required=True, type=Path, help="fine-tuned model: its seed-K/final, or a finetune run folder (a classify/anomaly/arrhythmia/beats "
                    "run of several seeds: their ensemble)")
@@ -161,7 +163,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
         summary = finetune_beats(args.data, args.out, BeatConfig(
             model=str(args.model) if args.model else None, baseline=args.baseline, random_init=args.random_init,
-            linear_probe=args.linear_probe, rr_features=args.rr_features, seeds=seeds, max_epochs=args.max_epochs,
+            linear_probe=args.linear_probe, rr_features=args.rr_features, template_features=args.template_features,
+            seeds=seeds, max_epochs=args.max_epochs,
             patience=args.patience, budget_minutes=args.budget_minutes, max_steps=args.steps,
             batch_size=args.batch_size, lr=args.lr, max_beats_per_record=args.max_beats_per_record,
             **_given(ema_epochs=args.ema_epochs),

@@ -11,7 +11,7 @@ import wfdb
 
 from anyecg.data.prepare import PrepareConfig, prepare
 from anyecg.data.store import Store
-from anyecg.tasks.beats import RR_FEATURES, rr_features
+from anyecg.tasks.beats import RR_FEATURES, TEMPLATE_FEATURES, rr_features, template_features
 from anyecg.tasks.beat_task import (
     CLASSES,
     BeatConfig,
@@ -20,6 +20,7 @@ from anyecg.tasks.beat_task import (
     class_weights,
     collate_beats,
     evaluate_beats,
+    feature_groups,
     finetune_beats,
     load_beat_model,
     record_beats,
@@ -75,6 +76,42 @@ def test_rr_features_mark_premature_beats_of_a_real_record(beat_store, rows):
     early = RR_FEATURES.index("log_pre_over_local")
     by_class = {c: np.median([b.rr[early] for b in beats if b.label == c]) for c in ("N", "V")}
     assert by_class["V"] < -0.1 < by_class["N"], by_class
+
+
+def test_template_features_by_hand():
+    """Seven beats, five alike: the median beat is theirs; one beat twice as large, one upside down."""
+    fs, before, after = 100.0, 25, 45  # BEAT_SPAN_S at 100 Hz: 25 samples before the R peak, 45 after
+    shape = np.random.default_rng(0).normal(size=(2, before + after + 1))  # [L, S]
+    shape -= shape.mean(axis=1, keepdims=True)
+    peaks = np.arange(100, 800, 100)
+    scale = np.array([1, 1, 2, 1, -1, 1, 1.0])
+    signal = np.zeros((2, 900))
+    for peak, k in zip(peaks, scale):
+        signal[:, peak - before : peak + after + 1] = k * shape
+    features = template_features(signal, peaks, fs)
+    assert features.shape == (7, len(TEMPLATE_FEATURES)) and features.dtype == np.float32
+    named = {name: features[:, i] for i, name in enumerate(TEMPLATE_FEATURES)}
+    np.testing.assert_allclose(named["qrs_correlation"], np.sign(scale), atol=1e-5)
+    np.testing.assert_allclose(named["beat_correlation"], np.sign(scale), atol=1e-5)
+    np.testing.assert_allclose(named["log_qrs_rms_ratio"], np.log(np.abs(scale)), atol=1e-5)
+    # the range of -x is the range of x only for a symmetric QRS: computed here from the slices
+    qrs = shape[:, before - 10 : before + 11]  # R peak +/- 100 ms
+    upside_down = np.log(np.ptp(-qrs.ravel()) / np.ptp(qrs.ravel()))
+    np.testing.assert_allclose(named["log_qrs_range_ratio"], [0, 0, np.log(2), 0, upside_down, 0, 0], atol=1e-5)
+    # |2x - x| = |x| and |-x - x| = 2|x|; beats equal to the median beat differ by nothing
+    np.testing.assert_allclose(named["log_difference_ratio"][[2, 4]], [0.0, np.log(2)], atol=1e-5)
+    assert (named["log_difference_ratio"][[0, 1, 3, 5, 6]] < -8).all()
+    assert not template_features(signal, peaks[:1], fs).any()  # one beat: no dominant beat known
+    assert template_features(signal, np.array([3, 500, 897]), fs).shape == (3, len(TEMPLATE_FEATURES))  # edges
+
+
+def test_template_features_mark_ventricular_beats_of_a_real_record(beat_store, rows):
+    """MIT-BIH 208 and 106: their PVCs look unlike the record's median beat, their normal beats like it."""
+    qrs = TEMPLATE_FEATURES.index("qrs_correlation")
+    for record_id in ("208", "106"):
+        beats, _ = record_beats(beat_store, rows[record_id], window_s=3)
+        by_class = {c: np.median([b.template[qrs] for b in beats if b.label == c]) for c in ("N", "V")}
+        assert by_class["V"] < 0.7 < 0.9 < by_class["N"], (record_id, by_class)
 
 
 @pytest.mark.parametrize("record_id", RECORDS)
@@ -196,7 +233,7 @@ def test_cli_finetune_and_evaluate_beats(beat_store, tmp_path, capsys):
                  "--no-rr-features"]) == 0
     assert set(json.loads(capsys.readouterr().out.splitlines()[0])) == {"accuracy", "f1_macro"}
     kept = json.loads((out / "seed-0" / "final" / "config.json").read_text())
-    assert not kept["rr_features"]
+    assert not kept["rr_features"] and kept["features"] == ["template"]
     assert kept["finetune"]["ema_epochs"] == 0  # the beats default: no weight average (it lowered DS2 accuracy)
     assert main(["evaluate", "--model", str(out / "seed-0" / "final"), "--data", str(beat_store.root), "--out",
                  str(tmp_path / "ev")]) == 0
@@ -204,13 +241,31 @@ def test_cli_finetune_and_evaluate_beats(beat_store, tmp_path, capsys):
         (out / "seed-0" / "test" / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("rr", [True, False])
-def test_rr_features_reach_the_head_only_when_on(beat_store, rr):
+@pytest.mark.parametrize("rr,template", [(True, True), (True, False), (False, True), (False, False)])
+def test_beat_features_reach_the_head_only_when_on(beat_store, rr, template):
     beats, _ = split_beats(beat_store, "train", 3, max_beats=4, seed=0)
-    model, form, contract, _ = _build(BeatConfig(baseline="xresnet1d-tiny", rr_features=rr))
-    batch = collate_beats([BeatWindows(beat_store, beats, form=form, contract=contract)[i] for i in range(len(beats))])
-    assert batch["rr"].shape == (len(beats), len(RR_FEATURES))
+    model, form, contract, _ = _build(BeatConfig(baseline="xresnet1d-tiny", rr_features=rr, template_features=template))
+    windows = BeatWindows(beat_store, beats, form=form, contract=contract, features=feature_groups(rr, template))
+    batch = collate_beats([windows[i] for i in range(len(beats))])
+    expected = np.concatenate([[b.rr for b in beats]] * rr + [[b.template for b in beats]] * template, axis=1) \
+        if rr or template else np.zeros((len(beats), 0))
+    np.testing.assert_array_equal(batch["rr"].numpy(), expected)  # [B, F]: the groups in order, nothing else
     model.eval()
     with torch.no_grad():
         moved = model.logits({**batch, "rr": batch["rr"] + 1.0}) - model.logits(batch)  # [B, K]
-    assert (moved.abs().max() > 1e-4) == rr
+    assert (moved.abs().max() > 1e-4) == (rr or template)
+
+
+def test_a_model_saved_before_the_template_features_still_loads(beat_store, tmp_path):
+    """Its config names no feature groups: it reads the RR features alone, as it was trained to."""
+    config = BeatConfig(baseline="xresnet1d-tiny", template_features=False, seeds=1, max_steps=2, batch_size=8,
+                        max_beats_per_record=10)
+    finetune_beats(beat_store.root, tmp_path / "run", config)
+    final = tmp_path / "run" / "seed-0" / "final"
+    saved = json.loads((final / "config.json").read_text())
+    assert saved["features"] == ["rr"]
+    del saved["features"], saved["finetune"]["template_features"]
+    (final / "config.json").write_text(json.dumps(saved))
+    evaluate_beats(final, beat_store.root, tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text()) == json.loads(
+        (tmp_path / "run" / "seed-0" / "test" / "metrics.json").read_text())

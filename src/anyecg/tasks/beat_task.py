@@ -6,8 +6,9 @@ out as the validation split that picks the epoch kept (`anyecg.tasks.fit`: epoch
 `epoch_beats` beats drawn from the training beats, early stopping, resumable); DS2 is scored once,
 by the kept model. Every beat is one example: a `window_s` window of all the record's leads with
 the R peak in the middle, plus (`rr_features`, default on) the beat's RR-interval features
-(`beats.rr_features`: pre / post / local / record RR and their ratios) joined to the network's
-features before the head. Beats of class Q (paced, fusion of paced, unclassifiable) are left out
+(`beats.rr_features`: pre / post / local / record RR and their ratios) and (`template_features`,
+default on) its shape against its record's median beat (`beats.template_features`: correlation and
+size ratios) joined to the network's features before the head. Beats of class Q (paced, fusion of paced, unclassifiable) are left out
 of training and scoring, as in de Chazal et al. and the AAMI EC57 inter-patient protocol; their
 count is reported. Class imbalance (N is about 90% of DS1) is handled by class-weighted
 cross-entropy, each class weighted by `(n_beats / (n_classes * n_class)) ** class_weight_power`
@@ -22,8 +23,8 @@ Models:
   same window through its `SignalContract(fs=300, window_s=window_s, leads=baseline_leads)`;
 - a pretrained ECG-FM or ECGFounder run (`model` names its folder): the window converted to the
   family's rate and leads and zero-padded to its input length, pooled features.
-The head is linear on the network's features, or with RR features a two-layer MLP on both (so that
-"premature" and "wide QRS" can combine).
+The head is linear on the network's features, or with the beat's features a two-layer MLP on both
+(so that "premature" and "wide QRS" can combine).
 
 `max_beats_per_record` keeps a seeded random subset of each record's beats (CPU runs); it is
 stored in the checkpoint and in every metrics file, since results on a subset are not the
@@ -58,7 +59,15 @@ from anyecg.models.contract import SignalContract, to_model_input
 from anyecg.pretrained import AnyECG
 from anyecg.signal.leads import lead_ids
 from anyecg.signal.patching import patchify
-from anyecg.tasks.beats import RR_FEATURES, beat_samples, beat_windows, inter_patient_split, rr_features
+from anyecg.tasks.beats import (
+    RR_FEATURES,
+    TEMPLATE_FEATURES,
+    beat_samples,
+    beat_windows,
+    inter_patient_split,
+    rr_features,
+    template_features,
+)
 from anyecg.tasks.classification import AnyECGClassifier, SeedEnsemble, WithRRFeatures
 from anyecg.tasks.fit import FitConfig, fit
 from anyecg.tasks.folders import (
@@ -85,6 +94,7 @@ class BeatConfig:
     random_init: bool = False  # AnyECG encoder with random weights, same head: a control
     linear_probe: bool = False
     rr_features: bool = True  # join each beat's RR-interval features to the network's before the head
+    template_features: bool = True  # and its shape against the record's median beat (docs/results.md, section 5)
     seeds: int = 5
     max_epochs: int = 30
     patience: int = 5  # epochs without a better validation macro F1 before stopping
@@ -114,19 +124,38 @@ class Beat:
     peak: int  # R-peak sample
     label: str  # AAMI class
     rr: np.ndarray  # float32 [len(RR_FEATURES)]
+    template: np.ndarray  # float32 [len(TEMPLATE_FEATURES)]
+
+
+FEATURE_GROUPS: dict[str, list[str]] = {"rr": RR_FEATURES, "template": TEMPLATE_FEATURES}
+
+
+def feature_groups(rr: bool, template: bool) -> tuple[str, ...]:
+    """The beat feature groups joined to the network's features, in `FEATURE_GROUPS` order."""
+    return tuple(name for name, on in (("rr", rr), ("template", template)) if on)
+
+
+def saved_feature_groups(config: dict) -> tuple[str, ...]:
+    """The feature groups a saved beat model reads (one saved before the template features: RR or none)."""
+    if "features" in config:
+        return tuple(config["features"])
+    return ("rr",) if config.get("rr_features") else ()
 
 
 def record_beats(store: Store, row: int, window_s: float, max_beats: int | None = None, seed: int = 0) -> tuple[list[Beat], int]:
-    """(the N/S/V/F beats of one stored record with their windows and RR features, number of Q beats left out).
+    """(the N/S/V/F beats of one stored record with their windows, RR and template features, number of
+    Q beats left out).
 
-    RR intervals run over every annotated beat, Q beats included. With `max_beats`, a random subset
+    RR intervals and the median beat run over every annotated beat, Q beats included. With `max_beats`, a random subset
     of that many beats (drawn from the seeded generator of `(seed, row)`, kept in time order) is
     returned instead.
     """
     windows = beat_windows(store, row, window_s=window_s)
     peaks = beat_samples(store, row)  # same beats, same order as the windows
-    rr = rr_features(np.array([peak for peak, _ in peaks]), float(store.recipe.target_fs))  # [n, R]
-    beats = [Beat(row, w.start, w.stop, peak, w.label, rr[i])
+    peak_samples, fs = np.array([peak for peak, _ in peaks], dtype=np.int64), float(store.recipe.target_fs)
+    rr = rr_features(peak_samples, fs)  # [n, R]
+    template = template_features(store.signal(row), peak_samples, fs)  # [n, M]
+    beats = [Beat(row, w.start, w.stop, peak, w.label, rr[i], template[i])
              for i, (w, (peak, _)) in enumerate(zip(windows, peaks)) if w.label in CLASSES]
     excluded_q = sum(w.label == "Q" for w in windows)
     if max_beats is not None and len(beats) > max_beats:
@@ -185,14 +214,19 @@ def class_weights(labels: list[str], power: float = 1.0) -> np.ndarray:
 
 class BeatWindows(Dataset):
     """One item per beat: `tokens` form (patches, lead ids, the peak's patch index) for AnyECG, or
-    `contract` form (`x [C, T]`, lead_mask) for a baseline; both with the beat's `rr` features."""
+    `contract` form (`x [C, T]`, lead_mask) for a baseline; both with the beat's feature groups
+    `features` (of `FEATURE_GROUPS`) joined as `rr`, the slot `WithRRFeatures` reads."""
 
-    def __init__(self, store: Store, beats: list[Beat], *, form: str = "tokens", contract: SignalContract | None = None):
+    def __init__(self, store: Store, beats: list[Beat], *, form: str = "tokens", contract: SignalContract | None = None,
+                 features: tuple[str, ...] = ("rr", "template")):
         if form not in ("tokens", "contract"):
             raise ValueError(f"form must be 'tokens' or 'contract', got {form!r}")
         if form == "contract" and contract is None:
             raise ValueError("form 'contract' needs the model's SignalContract")
-        self.store, self.beats, self.form, self.contract = store, beats, form, contract
+        unknown = set(features) - set(FEATURE_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown beat feature groups {sorted(unknown)}; known: {list(FEATURE_GROUPS)}")
+        self.store, self.beats, self.form, self.contract, self.features = store, beats, form, contract, tuple(features)
         self.patch_size = store.recipe.patch_size
 
     def __len__(self) -> int:
@@ -202,7 +236,8 @@ class BeatWindows(Dataset):
         beat = self.beats[index]
         signal = self.store.signal(beat.record, start=beat.start, stop=beat.stop)  # [L, T]
         leads = self.store.leads(beat.record)
-        item = {"target": CLASSES.index(beat.label), "index": index, "rr": torch.from_numpy(beat.rr)}
+        joined = np.concatenate([getattr(beat, group) for group in self.features]) if self.features else np.zeros(0, np.float32)
+        item = {"target": CLASSES.index(beat.label), "index": index, "rr": torch.from_numpy(joined)}  # [F]
         if self.form == "tokens":
             patches, _ = patchify(signal, self.patch_size)  # [L, P, S]
             item.update(patches=torch.from_numpy(patches), lead_ids=torch.from_numpy(lead_ids(leads)),
@@ -254,30 +289,31 @@ class AnyECGBeatClassifier(AnyECGClassifier):
         return (at_peak * real).sum(1) / real.sum(1).clamp(min=1)  # [B, D]
 
 
-def _with_head(net: nn.Module, rr_features: bool) -> WithRRFeatures:
-    """The beat network with its head: a two-layer head on network and RR features, or a linear one."""
-    return WithRRFeatures(net, len(RR_FEATURES) if rr_features else 0, len(CLASSES))
+def _with_head(net: nn.Module, features: tuple[str, ...]) -> WithRRFeatures:
+    """The beat network with its head: a two-layer head on the network's and the beat's features, or a linear one."""
+    return WithRRFeatures(net, sum(len(FEATURE_GROUPS[group]) for group in features), len(CLASSES))
 
 
 def _build(config: BeatConfig) -> tuple[WithRRFeatures, str, SignalContract | None, dict]:
     """(model, input form, contract, rebuild spec for config.json)."""
+    features = feature_groups(config.rr_features, config.template_features)
     if config.baseline is not None:
         net = build_baseline(config.baseline, num_classes=len(CLASSES), fs=300.0, window_s=float(config.window_s),
                              leads=config.baseline_leads)
         spec = {"kind": "baseline", "preset": config.baseline, "config": asdict(net.config)}
-        return _with_head(net, config.rr_features), "contract", net.config.contract, spec
+        return _with_head(net, features), "contract", net.config.contract, spec
     if is_family_checkpoint(config.model):  # ECG-FM / ECGFounder: the beat window padded to their input length
         net = FamilyClassifier.from_pretrained(config.model, len(CLASSES), linear_probe=config.linear_probe,
                                                random_init=config.random_init)
         spec = net.spec(config.random_init)
-        return _with_head(net, config.rr_features), "contract", net.config.contract, spec
+        return _with_head(net, features), "contract", net.config.contract, spec
     pretrained = AnyECG.from_pretrained(config.model)
     if pretrained.backbone is None:
         raise ValueError(f"{config.model}: a tokenizer-only checkpoint; beat classification needs a stage-2 (pretrain) checkpoint")
     backbone = Backbone(pretrained.backbone.config) if config.random_init else pretrained.backbone
     net = AnyECGBeatClassifier(backbone, len(CLASSES), linear_probe=config.linear_probe)
     spec = {"kind": "anyecg", "backbone": asdict(backbone.config), "random_init": config.random_init}
-    return _with_head(net, config.rr_features), "tokens", None, spec
+    return _with_head(net, features), "tokens", None, spec
 
 
 # ---------------------------------------------------------------------------------------- finetune / evaluate
@@ -311,14 +347,15 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         labels = [b.label for b in beats]
         weights = class_weights(labels, config.class_weight_power)
         model, form, contract, spec = _build(config)
-        dataset = BeatWindows(store, beats, form=form, contract=contract)
-        val_dataset = BeatWindows(store, val_beats, form=form, contract=contract)
+        features = feature_groups(config.rr_features, config.template_features)
+        dataset = BeatWindows(store, beats, form=form, contract=contract, features=features)
+        val_dataset = BeatWindows(store, val_beats, form=form, contract=contract, features=features)
         fit_config = FitConfig(max_epochs=config.max_epochs, patience=config.patience, budget_minutes=config.budget_minutes,
                                max_steps=config.max_steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
                                balanced=False, epoch_items=config.epoch_beats, ema_epochs=config.ema_epochs)
         model_config = {
             "family": "finetuned", "task": TASK, "classes": CLASSES, "model": spec, "window_s": config.window_s,
-            "rr_features": config.rr_features, "class_weights": weights.tolist(), "finetune": asdict(config),
+            "rr_features": config.rr_features, "features": list(features), "class_weights": weights.tolist(), "finetune": asdict(config),
             "train_beats": {c: labels.count(c) for c in CLASSES}, "train_excluded_q": excluded_q,
             "val_records": record_ids["val"],
         }
@@ -341,7 +378,8 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
     summary = {
         "task": TASK, "classes": CLASSES, "seeds": config.seeds, "excluded": "Q beats (paced, fusion of paced, unclassifiable)",
         "class_imbalance": f"weighted cross-entropy, (n / (K * n_k)) ** {config.class_weight_power:g}",
-        "rr_features": RR_FEATURES if config.rr_features else None, "max_beats_per_record": config.max_beats_per_record,
+        "rr_features": RR_FEATURES if config.rr_features else None,
+        "template_features": TEMPLATE_FEATURES if config.template_features else None, "max_beats_per_record": config.max_beats_per_record,
         "model_selection": "epoch with the best macro F1 (classes with >= 20 beats) on the validation records "
                            "(held-out DS1 patients); test (DS2) scored once, by that model",
         "train_records": record_ids["train"], "val_records": record_ids["val"], "test_records": record_ids["test"],
@@ -367,7 +405,7 @@ def load_beat_model(directory: str | Path) -> tuple[WithRRFeatures | SeedEnsembl
         net = FamilyClassifier.from_spec(spec, len(config["classes"]))
     else:
         net = AnyECGBeatClassifier(Backbone(BackboneConfig(**spec["backbone"])), len(config["classes"]))
-    model = _with_head(net, bool(config.get("rr_features")))
+    model = _with_head(net, saved_feature_groups(config))
     load_state_dict_strict(model, directory)
     return model.eval(), config
 
@@ -399,10 +437,11 @@ def evaluate_beats(model_dir: str | Path, data: str | Path, out: str | Path, *, 
     limit = config["finetune"]["max_beats_per_record"] if max_beats_per_record == -1 else max_beats_per_record
     beats, excluded_q = split_beats(store, split, config["window_s"], limit, seed=0,
                                     val_fraction=config["finetune"].get("val_fraction", 0.2))
+    features = saved_feature_groups(config)
     if config["model"]["kind"] in CONTRACT_KINDS:
-        dataset = BeatWindows(store, beats, form="contract", contract=model.config.contract)
+        dataset = BeatWindows(store, beats, form="contract", contract=model.config.contract, features=features)
     else:
-        dataset = BeatWindows(store, beats, form="tokens")
+        dataset = BeatWindows(store, beats, form="tokens", features=features)
     probabilities = predict_beats(model, dataset)  # [N, K]
     classes = config["classes"]
     y_true = [b.label for b in beats]

@@ -85,6 +85,65 @@ def rr_features(peaks: np.ndarray, fs: float) -> np.ndarray:
     return np.concatenate([logs, ratios], axis=1).astype(np.float32)
 
 
+TEMPLATE_FEATURES: list[str] = [
+    "qrs_correlation", "beat_correlation",  # Pearson r with the record's median beat
+    "log_qrs_rms_ratio", "log_qrs_range_ratio",  # QRS size against the median beat's
+    "log_difference_ratio",  # RMS of (beat - median beat) over the median beat's RMS
+]
+BEAT_SPAN_S = (0.25, 0.45)  # the beat compared: 250 ms before the R peak (P wave) to 450 ms after (T wave)
+QRS_HALF_S = 0.1  # the QRS compared: R peak +/- 100 ms
+
+
+def template_features(signal: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
+    """float32 [n, len(TEMPLATE_FEATURES)] shape of each of `n` beats against the record's median beat.
+
+    `signal` is [leads, T]; the leads of a beat are compared together (their segments joined). The
+    median over all the record's beats is its dominant morphology: a ventricular beat is far from it
+    and a bundle-branch-block beat, wide as it is, matches its own record's -- what a network trained
+    on other patients cannot tell from the beat alone (the patient-relative idea of the RR features).
+    Each segment's mean is removed per lead, so baseline offsets do not count. Fewer than two beats
+    give zeros (no dominant beat known).
+    """
+    n = len(peaks)
+    if n < 2:
+        return np.zeros((n, len(TEMPLATE_FEATURES)), dtype=np.float32)
+    before, after = (int(round(s * fs)) for s in BEAT_SPAN_S)
+    half_qrs = int(round(QRS_HALF_S * fs))
+    padded = np.pad(np.asarray(signal, dtype=np.float64), ((0, 0), (before, after)), mode="edge")  # [L, T + span]
+    offsets = np.arange(-before, after + 1)  # [S]
+    segments = padded[:, np.asarray(peaks)[:, None] + before + offsets[None, :]]  # [L, n, S]
+    segments = segments - segments.mean(axis=2, keepdims=True)
+    template = np.median(segments, axis=1, keepdims=True)  # [L, 1, S]
+    qrs = slice(before - half_qrs, before + half_qrs + 1)
+
+    def joined(x: np.ndarray) -> np.ndarray:  # [L, m, s] -> [m, L * s]: the leads side by side
+        return np.moveaxis(x, 0, 1).reshape(x.shape[1], -1)
+
+    beat, median = joined(segments), joined(template)  # [n, L*S], [1, L*S]
+    beat_qrs, median_qrs = joined(segments[:, :, qrs]), joined(template[:, :, qrs])
+    tiny = 1e-6
+
+    def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # Pearson r of each row of a with b
+        a = a - a.mean(axis=1, keepdims=True)
+        b = b - b.mean(axis=1, keepdims=True)
+        return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + tiny)
+
+    def rms(x: np.ndarray) -> np.ndarray:
+        return np.sqrt((x**2).mean(axis=1)) + tiny
+
+    def value_range(x: np.ndarray) -> np.ndarray:
+        return x.max(axis=1) - x.min(axis=1) + tiny
+
+    features = np.stack([
+        correlation(beat_qrs, median_qrs),
+        correlation(beat, median),
+        np.log(rms(beat_qrs) / rms(median_qrs)),
+        np.log(value_range(beat_qrs) / value_range(median_qrs)),
+        np.log(rms(beat - median) / rms(median)),
+    ], axis=1)  # [n, F]
+    return features.astype(np.float32)
+
+
 def beat_windows(store, record_index: int, window_s: float = 1.0, center_s: float | None = None) -> list[Sample]:
     """A fixed window around each beat of one stored record.
 
