@@ -37,9 +37,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import f1_score, roc_auc_score
 
 from anyecg.data.store import Store
-from anyecg.tasks.record_rr import RECORD_RR_FEATURES, record_rr_features
+from anyecg.tasks.record_rr import RECORD_FEATURES, RECORD_RR_FEATURES, record_rr_features
 
 GRID = [(class_weight, rate) for class_weight in (None, "balanced") for rate in (0.03, 0.1, 0.3)]
+FEATURE_SETS = {"rr": list(range(len(RECORD_RR_FEATURES))), "rr+shape": list(range(len(RECORD_FEATURES)))}
 
 
 def main() -> None:
@@ -57,36 +58,34 @@ def main() -> None:
     labelled = labels != ""
     start = time.perf_counter()
     features = np.stack([record_rr_features(store.signal(row)[args.lead], store.recipe.target_fs) if labelled[row]
-                         else np.full(len(RECORD_RR_FEATURES), np.nan) for row in range(len(manifest))])
+                         else np.full(len(RECORD_FEATURES), np.nan) for row in range(len(manifest))])
     feature_s = time.perf_counter() - start
     split = manifest["split"].to_numpy()
     rows = {name: labelled & (split == name) for name in ("train", "val", "test")}
     classes = sorted(set(labels[labelled]))
 
-    def fit(class_weight, rate):
-        return HistGradientBoostingClassifier(learning_rate=rate, max_iter=300, class_weight=class_weight,
-                                              random_state=0).fit(features[rows["train"]], labels[rows["train"]])
-
-    scored = []
-    for class_weight, rate in GRID:
-        model = fit(class_weight, rate)
-        val_f1 = f1_score(labels[rows["val"]], model.predict(features[rows["val"]]), average="macro")
-        scored.append((val_f1, class_weight, rate, model))
-    val_f1, class_weight, rate, model = max(scored, key=lambda item: item[0])
-    truth, predicted = labels[rows["test"]], model.predict(features[rows["test"]])
-    probabilities = model.predict_proba(features[rows["test"]])
-    result = {
-        "store": str(args.data),
-        "records": {name: int(mask.sum()) for name, mask in rows.items()},
-        "no_beats_found": int(np.isnan(features[labelled, 0]).sum()),
-        "selected": {"class_weight": class_weight, "learning_rate": rate, "val_f1_macro": round(float(val_f1), 4)},
-        "test_f1_macro": round(float(f1_score(truth, predicted, average="macro")), 4),
-        "test_f1_per_class": dict(zip(classes, np.round(f1_score(truth, predicted, average=None, labels=classes), 4).tolist())),
-        "test_accuracy": round(float((truth == predicted).mean()), 4),
-        "test_macro_auroc": round(float(roc_auc_score(truth, probabilities, multi_class="ovr", average="macro",
-                                                      labels=model.classes_)), 4),
-        "feature_s": round(feature_s, 1),
-    }
+    result = {"store": str(args.data), "records": {name: int(mask.sum()) for name, mask in rows.items()},
+              "no_beats_found": int(np.isnan(features[labelled, 0]).sum()), "feature_s": round(feature_s, 1),
+              "feature_sets": {}}
+    for name, columns in FEATURE_SETS.items():
+        x = features[:, columns]
+        scored = []
+        for class_weight, rate in GRID:
+            model = HistGradientBoostingClassifier(learning_rate=rate, max_iter=300, class_weight=class_weight,
+                                                   random_state=0).fit(x[rows["train"]], labels[rows["train"]])
+            val_f1 = f1_score(labels[rows["val"]], model.predict(x[rows["val"]]), average="macro")
+            scored.append((val_f1, class_weight, rate, model))
+        val_f1, class_weight, rate, model = max(scored, key=lambda item: item[0])
+        truth, predicted = labels[rows["test"]], model.predict(x[rows["test"]])
+        probabilities = model.predict_proba(x[rows["test"]])
+        result["feature_sets"][name] = {
+            "selected": {"class_weight": class_weight, "learning_rate": rate, "val_f1_macro": round(float(val_f1), 4)},
+            "test_f1_macro": round(float(f1_score(truth, predicted, average="macro")), 4),
+            "test_f1_per_class": dict(zip(classes, np.round(f1_score(truth, predicted, average=None, labels=classes), 4).tolist())),
+            "test_accuracy": round(float((truth == predicted).mean()), 4),
+            "test_macro_auroc": round(float(roc_auc_score(truth, probabilities, multi_class="ovr", average="macro",
+                                                          labels=model.classes_)), 4),
+        }
     text = json.dumps(result)
     if args.out is not None:
         args.out.write_text(text)

@@ -137,7 +137,8 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-beats-per-record", type=int, help="beats: a seeded subset of each record's beats (CPU runs)")
     p.add_argument("--rr-features", action=argparse.BooleanOptionalAction, default=True,
                    help="beats: join each beat's RR-interval features to the network's before the head; "
-                        "classify/anomaly/arrhythmia: each record's RR-interval (heart-rate variability) features")
+                        "classify/anomaly/arrhythmia: each record's RR-interval (heart-rate variability) and beat-shape "
+                        "(ectopic beats, P waves) features")
     p.add_argument("--template-features", action=argparse.BooleanOptionalAction, default=True,
                    help="beats: join each beat's shape against its record's median beat (correlation, size ratios) too")
     p = sub.add_parser("evaluate", help="score a fine-tuned model on a split: metrics.json, predictions.csv, plots")

@@ -17,7 +17,7 @@ from anyecg.tasks.classification import (
     record_labels,
     subsample_labels,
 )
-from anyecg.tasks.record_rr import RECORD_RR_FEATURES
+from anyecg.tasks.record_rr import RECORD_FEATURES
 from anyecg.training.loop import TrainConfig, train
 
 SINUS = "426783006"
@@ -161,5 +161,5 @@ def test_no_rr_features_trains_the_plain_network(store, tmp_path):
     assert not (tmp_path / "plain" / "rr_features.npz").exists()
     finetune(store.root, tmp_path / "joined", FinetuneConfig(task="anomaly", linear_probe=True, steps=2, batch_size=8))
     model, config = load_finetuned(tmp_path / "joined")
-    assert config["rr_features"]["features"] == RECORD_RR_FEATURES and isinstance(model.net, AnyECGClassifier)
+    assert config["rr_features"]["features"] == RECORD_FEATURES and isinstance(model.net, AnyECGClassifier)
     assert (tmp_path / "joined" / "rr_features.npz").is_file()

@@ -9,7 +9,15 @@ import torch
 import wfdb
 
 from anyecg.tasks import record_rr
-from anyecg.tasks.record_rr import RECORD_RR_FEATURES, RRStandardizer, peak_rr_features, record_rr_features
+from anyecg.tasks.record_rr import (
+    RECORD_FEATURES,
+    RECORD_RR_FEATURES,
+    RECORD_SHAPE_FEATURES,
+    RRStandardizer,
+    peak_rr_features,
+    peak_shape_features,
+    record_rr_features,
+)
 
 
 def test_features_of_known_peaks_match_hand_computed_values():
@@ -63,24 +71,71 @@ def test_atrial_fibrillation_is_more_irregular_than_sinus_rhythm(shared_data):
 
 
 def test_standardizer_fits_train_statistics_and_handles_missing_values():
-    train = np.array([[1.0, 10.0], [3.0, np.nan], [np.nan, 30.0]])
+    F = len(RECORD_FEATURES)
+    train = np.full((3, F), 5.0)  # columns 2.. constant: their deviation 0 becomes 1
+    train[:, :2] = [[1.0, 10.0], [3.0, np.nan], [np.nan, 30.0]]
     scaler = RRStandardizer.fit(train)
-    np.testing.assert_allclose(scaler.mean, [2.0, 20.0])
-    np.testing.assert_allclose(scaler.std, [1.0, 10.0])
-    z = scaler(np.array([[2.0, np.nan], [100.0, 0.0]]))
-    assert z.dtype == np.float32
-    np.testing.assert_allclose(z, [[0.0, 0.0], [record_rr.CLIP, -2.0]])  # NaN -> the train mean; 98 sd clipped
-    constant = RRStandardizer.fit(np.array([[5.0], [5.0]]))
-    assert constant.std[0] == 1.0
+    np.testing.assert_allclose(scaler.mean[:3], [2.0, 20.0, 5.0])
+    np.testing.assert_allclose(scaler.std[:3], [1.0, 10.0, 1.0])
+    records = np.full((2, F), 5.0)
+    records[:, :2] = [[2.0, np.nan], [100.0, 0.0]]
+    z = scaler(records)
+    assert z.dtype == np.float32 and z.shape == (2, F)
+    np.testing.assert_allclose(z[:, :2], [[0.0, 0.0], [record_rr.CLIP, -2.0]])  # NaN -> the train mean; 98 sd clipped
+    assert not z[:, 2:].any()
 
 
 def test_standardizer_json_round_trip_and_feature_mismatch():
-    scaler = RRStandardizer(np.arange(16.0), np.ones(16))
+    scaler = RRStandardizer(np.arange(float(len(RECORD_FEATURES))), np.ones(len(RECORD_FEATURES)))
     again = RRStandardizer.from_json(scaler.to_json())
     np.testing.assert_array_equal(again.mean, scaler.mean)
-    stale = {**scaler.to_json(), "features": RECORD_RR_FEATURES[:-1] + ["other"]}
-    with pytest.raises(ValueError, match="RR features"):
+    assert again.features == tuple(RECORD_FEATURES)
+    stale = {**scaler.to_json(), "features": RECORD_FEATURES[:-1] + ["other"]}
+    with pytest.raises(ValueError, match="other"):
         RRStandardizer.from_json(stale)
+
+
+def test_a_model_of_the_16_rr_features_reads_its_columns_only():
+    """A model fine-tuned before the shape features keeps its 16 inputs, taken by name."""
+    old = RRStandardizer.from_json({"features": RECORD_RR_FEATURES, "mean": [1.0] * 16, "std": [2.0] * 16})
+    records = np.arange(2 * len(RECORD_FEATURES), dtype=np.float64).reshape(2, -1)  # [2, 22]
+    np.testing.assert_allclose(old(records), np.clip((records[:, :16] - 1.0) / 2.0, -record_rr.CLIP, record_rr.CLIP))
+
+
+def test_shape_features_by_hand():
+    """Ten beats 1 s apart at 100 Hz, each with a P wave; beats 3 and 7 are upside down (ectopic),
+    and the interval before each comes 0.2 s early."""
+    fs = 100.0
+    qrs = np.array([0.0, 0.3, 1.0, 0.3, 0.0])  # R peak at index 2
+    p_wave = np.hanning(11) * 0.2  # peaks 17 samples before the R peak: in the 250-100 ms segment
+    peaks = np.array([100, 200, 300, 380, 500, 600, 700, 780, 900, 1000])
+    signal = np.zeros(1100)
+    for k, peak in enumerate(peaks):
+        sign = -1.0 if k in (3, 7) else 1.0
+        signal[peak - 2 : peak + 3] += sign * qrs
+        signal[peak - 22 : peak - 11] += p_wave
+    f = dict(zip(RECORD_SHAPE_FEATURES, peak_shape_features(signal, peaks, fs)))
+    assert f["ectopic_share"] == pytest.approx(0.2)
+    # intervals joining two upright beats: 1, 1, 1, 1, 1 s (1-2, 2-3, 5-6, 6-7, 9-10): perfectly regular
+    assert f["dominant_rr_cv"] == pytest.approx(0.0, abs=1e-12)
+    assert f["p_wave_correlation"] == pytest.approx(1.0)  # every beat has the same P wave
+    assert f["p_wave_over_qrs"] > 0
+    assert np.isnan(peak_shape_features(signal, peaks[:3], fs)).all()
+    irregular = dict(zip(RECORD_RR_FEATURES, peak_rr_features(peaks, fs)))
+    assert irregular["rr_cv"] > 0.1  # the RR features alone see an irregular rhythm
+
+
+def test_shape_features_tell_atrial_fibrillation_from_sinus_rhythm_with_ectopy(shared_data):
+    """MIT-BIH 201 in AF (irregular RR, no P waves) against 119 (sinus rhythm with frequent PVCs,
+    about as irregular by RR alone), one minute each of the raw MLII lead."""
+    af = wfdb.rdrecord(str(shared_data / "mitdb" / "201"), sampfrom=360 * 300, sampto=360 * 360, channels=[0]).p_signal[:, 0]
+    ectopy = wfdb.rdrecord(str(shared_data / "mitdb" / "119"), sampto=360 * 60, channels=[0]).p_signal[:, 0]
+    f_af = dict(zip(RECORD_FEATURES, record_rr_features(af, 360)))
+    f_ectopy = dict(zip(RECORD_FEATURES, record_rr_features(ectopy, 360)))
+    assert f_ectopy["rr_cv"] > 0.8 * f_af["rr_cv"]  # what the RR features alone see
+    assert f_ectopy["ectopic_share"] > 0.1 > f_af["ectopic_share"]
+    assert f_ectopy["dominant_rr_cv"] < 0.5 * f_af["dominant_rr_cv"]
+    assert f_ectopy["p_wave_correlation"] > f_af["p_wave_correlation"] + 0.2
 
 
 def test_rr_lead_is_lead_two_when_present():

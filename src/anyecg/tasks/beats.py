@@ -94,6 +94,17 @@ BEAT_SPAN_S = (0.25, 0.45)  # the beat compared: 250 ms before the R peak (P wav
 QRS_HALF_S = 0.1  # the QRS compared: R peak +/- 100 ms
 
 
+def beat_segments(signal: np.ndarray, peaks: np.ndarray, before: int, after: int) -> np.ndarray:
+    """float64 [L, n, before + after + 1]: each lead of `signal [L, T]` from `before` samples before each
+    of the `n` peaks to `after` samples after it (a negative `after` ends the segment before the peak),
+    its mean removed; the signal's edge samples repeat beyond its ends."""
+    pad_before, pad_after = max(before, 0), max(after, 0)
+    padded = np.pad(np.asarray(signal, dtype=np.float64), ((0, 0), (pad_before, pad_after)), mode="edge")  # [L, T + pads]
+    offsets = np.arange(-before, after + 1)  # [S]
+    segments = padded[:, np.asarray(peaks)[:, None] + pad_before + offsets[None, :]]  # [L, n, S]
+    return segments - segments.mean(axis=2, keepdims=True)
+
+
 def template_features(signal: np.ndarray, peaks: np.ndarray, fs: float) -> np.ndarray:
     """float32 [n, len(TEMPLATE_FEATURES)] shape of each of `n` beats against the record's median beat.
 
@@ -101,7 +112,7 @@ def template_features(signal: np.ndarray, peaks: np.ndarray, fs: float) -> np.nd
     median over all the record's beats is its dominant morphology: a ventricular beat is far from it
     and a bundle-branch-block beat, wide as it is, matches its own record's -- what a network trained
     on other patients cannot tell from the beat alone (the patient-relative idea of the RR features).
-    Each segment's mean is removed per lead, so baseline offsets do not count. Fewer than two beats
+    Each segment's mean is removed per lead (`beat_segments`), so baseline offsets do not count. Fewer than two beats
     give zeros (no dominant beat known).
     """
     n = len(peaks)
@@ -109,10 +120,7 @@ def template_features(signal: np.ndarray, peaks: np.ndarray, fs: float) -> np.nd
         return np.zeros((n, len(TEMPLATE_FEATURES)), dtype=np.float32)
     before, after = (int(round(s * fs)) for s in BEAT_SPAN_S)
     half_qrs = int(round(QRS_HALF_S * fs))
-    padded = np.pad(np.asarray(signal, dtype=np.float64), ((0, 0), (before, after)), mode="edge")  # [L, T + span]
-    offsets = np.arange(-before, after + 1)  # [S]
-    segments = padded[:, np.asarray(peaks)[:, None] + before + offsets[None, :]]  # [L, n, S]
-    segments = segments - segments.mean(axis=2, keepdims=True)
+    segments = beat_segments(signal, peaks, before, after)  # [L, n, S]
     template = np.median(segments, axis=1, keepdims=True)  # [L, 1, S]
     qrs = slice(before - half_qrs, before + half_qrs + 1)
 

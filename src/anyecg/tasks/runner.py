@@ -15,8 +15,8 @@
     evaluate: one fine-tuned model (a model folder, or a run folder: its ensemble, else its one
               model) on one split -> metrics.json, predictions.csv, ROC/PR and confusion-matrix plots.
 
-With `rr_features` (default on) every record's RR-interval features (`anyecg.tasks.record_rr`:
-R peaks found once per record, cached in `out/rr_features.npz`) are joined to the network's
+With `rr_features` (default on) every record's RR-interval and beat-shape features
+(`anyecg.tasks.record_rr`: R peaks found once per record, cached in `out/rr_features.npz`) are joined to the network's
 features of each of its windows before a two-layer head; they are standardized with the training
 records' statistics, which the model folder keeps.
 
@@ -74,7 +74,7 @@ from anyecg.tasks.folders import (
     write_summary,
 )
 from anyecg.tasks.labels import anomaly_label, arrhythmia_label
-from anyecg.tasks.record_rr import RECORD_RR_FEATURES, RRStandardizer, signal_rr_features, store_rr_features
+from anyecg.tasks.record_rr import RECORD_FEATURES, RRStandardizer, signal_rr_features, store_rr_features
 from anyecg.training.checkpoint import CONFIG_FILE, load_state_dict_strict
 from anyecg.training.loop import FINAL
 
@@ -104,7 +104,7 @@ class FinetuneConfig:
     augment: bool = True
     balanced: bool = True
     ema_epochs: float = 2.0  # validate and keep a moving average of the weights, over at most this many epochs (0: off)
-    rr_features: bool = True  # join each record's RR-interval features to the network's before the head
+    rr_features: bool = True  # join each record's RR-interval and beat-shape features to the network's before the head
     drop_path: float = 0.0  # AnyECG encoders: stochastic depth of the last block (0: off)
 
 
@@ -145,7 +145,7 @@ def _build(config: FinetuneConfig, n_classes: int, single_lead: str | None):
     network joined to the records' RR features when `config.rr_features`."""
     model, form, contract, spec, pretrained = _build_network(config, n_classes, single_lead)
     if config.rr_features:
-        model = WithRRFeatures(model, len(RECORD_RR_FEATURES), n_classes)
+        model = WithRRFeatures(model, len(RECORD_FEATURES), n_classes)
     return model, form, contract, spec, pretrained
 
 
@@ -279,7 +279,7 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
         "unlabelled_records": labels.unlabelled, "class_counts": counts, "rare_classes": rare,
         "train_records": int(len(train_rows)), "val_records": int(len(val_rows)), "test_records": int(len(test_rows)),
         "seeds": config.seeds, "label_fraction": config.label_fraction,
-        "rr_features": RECORD_RR_FEATURES if config.rr_features else None,
+        "rr_features": RECORD_FEATURES if config.rr_features else None,
         "model_selection": {"split": "val", "source": val_source, "metric": f"val {metric}", "per_seed": fits,
                             "test": "scored once per seed, after the model was chosen; never used for selection"},
         "metrics": mean_std_over_seeds(per_seed),
@@ -321,8 +321,8 @@ def _load_model(directory: Path):
         model = FamilyClassifier.from_spec(spec, n_classes)
     else:
         model = AnyECGClassifier(Backbone(BackboneConfig(**spec["backbone"])), n_classes)
-    if config.get("rr_features"):
-        model = WithRRFeatures(model, len(RECORD_RR_FEATURES), n_classes)
+    if config.get("rr_features"):  # a model fine-tuned before the shape features reads 16 of them
+        model = WithRRFeatures(model, len(config["rr_features"]["features"]), n_classes)
     load_state_dict_strict(model, directory)
     return model.eval(), config
 
