@@ -128,8 +128,9 @@ def test_shape_features_by_hand():
 def test_shape_features_tell_atrial_fibrillation_from_sinus_rhythm_with_ectopy(shared_data):
     """MIT-BIH 201 in AF (irregular RR, no P waves) against 119 (sinus rhythm with frequent PVCs,
     about as irregular by RR alone), one minute each of the raw MLII lead."""
-    af = wfdb.rdrecord(str(shared_data / "mitdb" / "201"), sampfrom=360 * 300, sampto=360 * 360, channels=[0]).p_signal[:, 0]
-    ectopy = wfdb.rdrecord(str(shared_data / "mitdb" / "119"), sampto=360 * 60, channels=[0]).p_signal[:, 0]
+    mitdb = shared_data / "mitdb"
+    af = wfdb.rdrecord(str(mitdb / "201"), sampfrom=360 * 300, sampto=360 * 360, channels=[0]).p_signal[:, 0]
+    ectopy = wfdb.rdrecord(str(mitdb / "119"), sampto=360 * 60, channels=[0]).p_signal[:, 0]
     f_af = dict(zip(RECORD_FEATURES, record_rr_features(af, 360)))
     f_ectopy = dict(zip(RECORD_FEATURES, record_rr_features(ectopy, 360)))
     assert f_ectopy["rr_cv"] > 0.8 * f_af["rr_cv"]  # what the RR features alone see

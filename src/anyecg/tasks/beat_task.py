@@ -8,9 +8,9 @@ by the kept model. Every beat is one example: a `window_s` window of all the rec
 the R peak in the middle, plus (`rr_features`, default on) the beat's RR-interval features
 (`beats.rr_features`: pre / post / local / record RR and their ratios) and (`template_features`,
 default on) its shape against its record's median beat (`beats.template_features`: correlation and
-size ratios) joined to the network's features before the head. Beats of class Q (paced, fusion of paced, unclassifiable) are left out
-of training and scoring, as in de Chazal et al. and the AAMI EC57 inter-patient protocol; their
-count is reported. Class imbalance (N is about 90% of DS1) is handled by class-weighted
+size ratios) joined to the network's features before the head. Beats of class Q (paced, fusion of
+paced, unclassifiable) are left out of training and scoring, as in de Chazal et al. and the AAMI
+EC57 inter-patient protocol; their count is reported. Class imbalance (N is about 90% of DS1) is handled by class-weighted
 cross-entropy, each class weighted by `(n_beats / (n_classes * n_class)) ** class_weight_power`
 over the training beats (0.5 by default: in a one-seed pilot of `xresnet1d-tiny` it gave a better
 validation macro F1 than full inverse-frequency weights, 0.757 against 0.741).
@@ -146,9 +146,9 @@ def record_beats(store: Store, row: int, window_s: float, max_beats: int | None 
     """(the N/S/V/F beats of one stored record with their windows, RR and template features, number of
     Q beats left out).
 
-    RR intervals and the median beat run over every annotated beat, Q beats included. With `max_beats`, a random subset
-    of that many beats (drawn from the seeded generator of `(seed, row)`, kept in time order) is
-    returned instead.
+    RR intervals and the median beat run over every annotated beat, Q beats included. With
+    `max_beats`, a random subset of that many beats (drawn from the seeded generator of `(seed, row)`,
+    kept in time order) is returned instead.
     """
     windows = beat_windows(store, row, window_s=window_s)
     peaks = beat_samples(store, row)  # same beats, same order as the windows
@@ -236,8 +236,8 @@ class BeatWindows(Dataset):
         beat = self.beats[index]
         signal = self.store.signal(beat.record, start=beat.start, stop=beat.stop)  # [L, T]
         leads = self.store.leads(beat.record)
-        joined = np.concatenate([getattr(beat, group) for group in self.features]) if self.features else np.zeros(0, np.float32)
-        item = {"target": CLASSES.index(beat.label), "index": index, "rr": torch.from_numpy(joined)}  # [F]
+        joined = np.concatenate([getattr(beat, group) for group in self.features] or [np.zeros(0, np.float32)])  # [F]
+        item = {"target": CLASSES.index(beat.label), "index": index, "rr": torch.from_numpy(joined)}
         if self.form == "tokens":
             patches, _ = patchify(signal, self.patch_size)  # [L, P, S]
             item.update(patches=torch.from_numpy(patches), lead_ids=torch.from_numpy(lead_ids(leads)),

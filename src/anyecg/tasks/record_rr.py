@@ -1,4 +1,4 @@
-"""A whole record's RR-interval (heart-rate variability) features, for the record-level tasks.
+"""A whole record's RR-interval (heart-rate variability) and beat-shape features, for the record-level tasks.
 
 Rhythm classes are largely classes of RR timing: atrial fibrillation is an irregularly irregular RR
 sequence, sinus tachycardia and bradycardia are heart rates, bigeminy is alternating short and long
@@ -6,12 +6,12 @@ intervals. A network sees one 10 s window at a time; these features summarise th
 every window of a record is classified with its record's rhythm statistics at hand.
 
 R peaks are found with wfdb's XQRS detector (`anyecg.signal.peaks.xqrs_peaks`) on one lead of the
-preprocessed signal (lead II when the record has it, else its first lead). The 16 features are those AF detectors have used for decades:
-mean, standard deviation and coefficient of variation of RR; RMSSD; the share of successive
-differences over 50 ms (pNN50); the median and the largest absolute successive difference over mean
-RR; the 10th and 90th RR percentiles, min and max; heart rate; the number of occupied 0.1 s
-RR-histogram bins and the histogram's entropy; the mean and standard deviation of the ratio of each
-RR to the previous one.
+preprocessed signal (lead II when the record has it, else its first lead). The 16 RR features are
+those AF detectors have used for decades: mean, standard deviation and coefficient of variation of
+RR; RMSSD; the share of successive differences over 50 ms (pNN50); the median and the largest
+absolute successive difference over mean RR; the 10th and 90th RR percentiles, min and max; heart
+rate; the number of occupied 0.1 s RR-histogram bins and the histogram's entropy; the mean and
+standard deviation of the ratio of each RR to the previous one.
 
 Six more features compare each detected beat with the record's median beat (`RECORD_SHAPE_FEATURES`,
 `peak_shape_features`), because RR irregularity alone confuses atrial fibrillation with sinus rhythm
