@@ -6,14 +6,22 @@ Prepares every MIT-BIH record in `--data/mitdb` (or reuses `--store`), then for 
 `anyecg finetune --task beats --data store --out runs/MODEL --seeds N` with the CLI defaults: train
 on DS1 (a fifth of its patients held out as validation to choose the epoch), test once on all
 49,705 N/S/V/F beats of DS2 (de Chazal et al. 2004; Q beats left out and counted). Models:
-- `xresnet1d-tiny`, `anyecg`, `anyecg-random-init`: with each beat's RR-interval features joined to
-  the network's (the default);
-- `*-no-rr`: the same without them (the window's signal alone), an ablation.
+- `xresnet1d-tiny`, `anyecg`, `anyecg-random-init`: with each beat's RR-interval features and its
+  template features (shape against the record's median beat) joined to the network's (the default);
+- `*-no-rr`: the same without the RR features, an ablation.
 Published anchors (same protocol, DS1 -> DS2): accuracy 0.862 (de Chazal et al. 2004, linear
 discriminants on RR and morphology features) and 0.945 (Mondejar-Guerra et al. 2019, an ensemble of
 SVMs on RR, wavelet, HOS and LBP features of both leads).
 
-Measured (2-core CPU, one thread per run, two runs side by side; 5 seeds, 3 for the ablations):
+Measured with the CLI defaults, which join each beat's RR-interval features and its shape against
+its record's median beat (2-core CPU, one thread per run, three or four runs side by side; 5
+seeds): accuracy 0.945 +/- 0.005 for `xresnet1d-tiny` (V F1 0.94, S F1 0.23; 64 min; ensemble
+0.949, V F1 0.96), 0.935 +/- 0.003 for AnyECG pretrained (V F1 0.92, S F1 0.13; 31 min; ensemble
+0.947, V F1 0.95), 0.943 +/- 0.007 for AnyECG random init (V F1 0.92;
+43 min; ensemble 0.950, V F1 0.94). Published anchors above; docs/results.md, section 5.
+
+Measured before the template features, with RR-interval features only (the same as
+`--extra --no-template-features`; two runs side by side; 5 seeds, 3 for the ablations):
 accuracy 0.919 +/- 0.019 for `xresnet1d-tiny` (V F1 0.77, S F1 0.31; 42 min), 0.920 +/- 0.009 for
 AnyECG pretrained (V F1 0.77; about 10 min a seed; the checkpoint shipped before it: 0.912 +/- 0.023,
 V F1 0.76), 0.924 +/- 0.011 for AnyECG random init (V F1 0.80; 20 min); without RR features 0.887

@@ -25,7 +25,16 @@ of task: the PhysioNet/CinC 2017 challenge (single-lead AF classification, N/AF/
 F1 over N, AF and Other 0.83 (Clifford et al. 2017) -- a different data set, for orientation only.
 The last line printed is one JSON object.
 
-Measured with the records' RR-interval features joined to the network's (the default since; 2-core
+Measured with the records' RR-interval and beat-shape features joined to the network's and the
+moving average of the weights (the CLI defaults; 2-core CPU, 1 thread, two to four runs side by
+side; `anyecg finetune` on this script's store, `--seeds 5`): test macro F1, mean +/- std over 5
+seeds, and the 5 seeds' ensemble
+- AnyECG shipped, pretrained, defaults: 0.752 +/- 0.029 (AUROC 0.907), ensemble 0.787, 13 min;
+- AnyECG random init: 0.760 +/- 0.043 (AUROC 0.895), ensemble 0.799, 22 min;
+- `--baseline xresnet1d-tiny`: 0.733 +/- 0.055 (AUROC 0.918), ensemble 0.791, 32 min.
+(docs/results.md, section 2, "Beat-shape features of the record").
+
+Measured with the records' RR-interval features only, before the weight average (2-core
 CPU, 1 thread, two runs side by side): test macro F1, mean +/- std over 5 seeds
 - AnyECG shipped, pretrained, defaults: 0.674 +/- 0.022 (AUROC 0.865 +/- 0.014, F1 AF 0.60, N 0.90,
   O 0.52), 13 min of training for 5 seeds; the checkpoint shipped before it (800 tokenizer steps):
