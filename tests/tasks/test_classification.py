@@ -1,5 +1,6 @@
 """Record-level fine-tuning on real CinC 2021 records: AnyECG linear probe and a baseline."""
 
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from anyecg.pretrained import AnyECG
 from anyecg.tasks.classification import (
     AnyECGClassifier,
     LabelledWindows,
+    WithRRFeatures,
     collate_labelled,
     predict_records,
     record_labels,
@@ -163,3 +165,38 @@ def test_no_rr_features_trains_the_plain_network(store, tmp_path):
     model, config = load_finetuned(tmp_path / "joined")
     assert config["rr_features"]["features"] == RECORD_FEATURES and isinstance(model.net, AnyECGClassifier)
     assert (tmp_path / "joined" / "rr_features.npz").is_file()
+    assert config["feature_logits"] and model.feature_logits is not None  # the linear path of the record features
+
+
+def test_the_features_linear_path_adds_to_the_two_layer_head():
+    torch.manual_seed(0)
+    model = WithRRFeatures(build_baseline("xresnet1d-tiny", num_classes=3, leads=("I",)), 4, 3, feature_logits=True).eval()
+    contract = model.config.contract
+    batch = {"x": torch.randn(2, 1, contract.n_samples), "lead_mask": torch.ones(2, 1, dtype=torch.bool),
+             "rr": torch.randn(2, 4)}
+    with torch.no_grad():
+        features = model.net.forward_head(model.net.forward_features(batch["x"], batch["lead_mask"]))  # [2, D]
+        expected = model.head(torch.cat([features, batch["rr"]], dim=-1)) + batch["rr"] @ model.feature_logits.weight.T \
+            + model.feature_logits.bias  # [2, 3]
+        torch.testing.assert_close(model.logits(batch), expected)
+    plain = WithRRFeatures(build_baseline("xresnet1d-tiny", num_classes=3, leads=("I",)), 4, 3)
+    assert plain.feature_logits is None and "feature_logits.weight" not in plain.state_dict()
+
+
+def test_a_model_saved_before_the_linear_path_loads_without_it(store, tmp_path):
+    """Its config has no `feature_logits`: it is rebuilt with the two-layer head alone, as trained."""
+    from safetensors.torch import load_file, save_file
+
+    from anyecg.tasks.runner import FinetuneConfig, finetune, load_finetuned
+
+    finetune(store.root, tmp_path / "run", FinetuneConfig(task="anomaly", linear_probe=True, steps=2, batch_size=8))
+    final = tmp_path / "run" / "seed-0" / "final"
+    model, _ = load_finetuned(final)
+    config = json.loads((final / "config.json").read_text())
+    del config["feature_logits"]
+    (final / "config.json").write_text(json.dumps(config))
+    weights = {k: v for k, v in load_file(final / "model.safetensors").items() if not k.startswith("feature_logits.")}
+    save_file(weights, final / "model.safetensors")
+    old, _ = load_finetuned(final)
+    assert old.feature_logits is None
+    torch.testing.assert_close(old.head[0].weight, model.head[0].weight)

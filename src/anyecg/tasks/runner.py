@@ -145,7 +145,7 @@ def _build(config: FinetuneConfig, n_classes: int, single_lead: str | None):
     network joined to the records' RR features when `config.rr_features`."""
     model, form, contract, spec, pretrained = _build_network(config, n_classes, single_lead)
     if config.rr_features:
-        model = WithRRFeatures(model, len(RECORD_FEATURES), n_classes)
+        model = WithRRFeatures(model, len(RECORD_FEATURES), n_classes, feature_logits=True)
     return model, form, contract, spec, pretrained
 
 
@@ -253,6 +253,7 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig) -> dict:
         model_config = {"family": "finetuned", "task": config.task, "classes": labels.classes, "model": spec,
                         "multilabel": labels.multilabel, "leads_map": lead_map, "window_s": config.window_s,
                         "rr_features": standardizer.to_json() if standardizer is not None else None,
+                        "feature_logits": standardizer is not None,
                         "finetune": asdict(config), "train_records": int(len(rows)), "val_records": int(len(val_rows))}
         fit_config = FitConfig(max_epochs=config.max_epochs, patience=config.patience, budget_minutes=config.budget_minutes,
                                max_steps=config.steps, batch_size=config.batch_size, lr=config.lr, seed=seed,
@@ -321,8 +322,9 @@ def _load_model(directory: Path):
         model = FamilyClassifier.from_spec(spec, n_classes)
     else:
         model = AnyECGClassifier(Backbone(BackboneConfig(**spec["backbone"])), n_classes)
-    if config.get("rr_features"):  # a model fine-tuned before the shape features reads 16 of them
-        model = WithRRFeatures(model, len(config["rr_features"]["features"]), n_classes)
+    if config.get("rr_features"):  # a model fine-tuned before the shape features reads 16 of them, without the linear path
+        model = WithRRFeatures(model, len(config["rr_features"]["features"]), n_classes,
+                               feature_logits=bool(config.get("feature_logits")))
     load_state_dict_strict(model, directory)
     return model.eval(), config
 
