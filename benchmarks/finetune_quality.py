@@ -29,10 +29,12 @@ Measured with the records' RR-interval and beat-shape features joined to the net
 moving average of the weights (the CLI defaults; 2-core CPU, 1 thread, two to four runs side by
 side; `anyecg finetune` on this script's store, `--seeds 5`): test macro F1, mean +/- std over 5
 seeds, and the 5 seeds' ensemble
-- AnyECG shipped, pretrained, defaults: 0.752 +/- 0.029 (AUROC 0.907), ensemble 0.787, 13 min;
-- AnyECG random init: 0.760 +/- 0.043 (AUROC 0.895), ensemble 0.799, 22 min;
-- `--baseline xresnet1d-tiny`: 0.733 +/- 0.055 (AUROC 0.918), ensemble 0.791, 32 min.
-(docs/results.md, section 2, "Beat-shape features of the record").
+- AnyECG shipped, pretrained, defaults: 0.781 +/- 0.040 (AUROC 0.909), ensemble 0.810;
+- AnyECG random init: 0.763 +/- 0.029 (AUROC 0.903), ensemble 0.834, 9 min;
+- `--baseline xresnet1d-tiny`: 0.758 +/- 0.029 (AUROC 0.929), ensemble 0.772, 11 min.
+Before the linear path from the features to the logits: 0.752 +/- 0.029 (ensemble 0.787, 13 min),
+0.760 +/- 0.043 (0.799, 22 min) and 0.733 +/- 0.055 (0.791, 32 min). (docs/results.md, section 2,
+"Beat-shape features of the record" and "A linear path".)
 
 Measured with the records' RR-interval features only, before the weight average (2-core
 CPU, 1 thread, two runs side by side): test macro F1, mean +/- std over 5 seeds
