@@ -371,6 +371,20 @@ def test_layer_wise_learning_rates_of_a_pretrained_encoder():
     assert {g["lr_scale"] for g in parameter_groups(model, 1e-3, 0.01, 0.5, pretrained=False)} == {1.0}
 
 
+def test_the_features_linear_path_trains_as_the_head():
+    """At the head's full rate, and during the head warm-up, when the encoder waits."""
+    from anyecg.tasks.fit import _set_encoder_trainable
+
+    model = WithRRFeatures(AnyECGClassifier(AnyECG.from_pretrained().backbone, 3), 22, 3, feature_logits=True)
+    scale_of = {id(p): g["lr_scale"] for g in parameter_groups(model, 1e-3, 0.01, 0.5, pretrained=True)
+                for p in g["params"]}
+    path = list(model.feature_logits.parameters())
+    assert all(scale_of[id(p)] == 1.0 for p in path + list(model.head.parameters()))
+    assert scale_of[id(model.net.backbone.patch_embed.time_embed)] < 1.0
+    _set_encoder_trainable(model, {name: True for name, _ in model.named_parameters()}, encoder_on=False)
+    assert all(p.requires_grad for p in path) and not model.net.backbone.patch_embed.time_embed.requires_grad
+
+
 def test_no_weight_decay_on_biases_norms_and_embeddings_of_a_wrapped_encoder():
     model = WithRRFeatures(AnyECGClassifier(AnyECG.from_pretrained().backbone, 3), 16, 3)
     decay_of = {id(p): g["weight_decay"] for g in parameter_groups(model, 1e-3, 0.01, 0.5, pretrained=True)

@@ -268,6 +268,11 @@ class WithRRFeatures(nn.Module):
         """The network's config (its `contract` is the input the model reads)."""
         return self.net.config
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The head's parameters, the linear path's included: fine-tuning trains them at the head's rate."""
+        path = list(self.feature_logits.parameters()) if self.feature_logits is not None else []
+        return list(self.head.parameters()) + path
+
     def logits(self, batch: dict) -> Tensor:
         features = network_features(self.net, batch)  # [B, D]
         if not self.n_features:
