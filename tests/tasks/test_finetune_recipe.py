@@ -371,18 +371,19 @@ def test_layer_wise_learning_rates_of_a_pretrained_encoder():
     assert {g["lr_scale"] for g in parameter_groups(model, 1e-3, 0.01, 0.5, pretrained=False)} == {1.0}
 
 
-def test_the_features_linear_path_trains_as_the_head():
-    """At the head's full rate, and during the head warm-up, when the encoder waits."""
+def test_the_features_linear_path_trains_with_a_pretrained_encoders_outer_parameters():
+    """Not as the head: at the lowest layer-decayed rate, and not during the head warm-up."""
     from anyecg.tasks.fit import _set_encoder_trainable
 
     model = WithRRFeatures(AnyECGClassifier(AnyECG.from_pretrained().backbone, 3), 22, 3, feature_logits=True)
+    depth = len(model.net.backbone.blocks)
     scale_of = {id(p): g["lr_scale"] for g in parameter_groups(model, 1e-3, 0.01, 0.5, pretrained=True)
                 for p in g["params"]}
     path = list(model.feature_logits.parameters())
-    assert all(scale_of[id(p)] == 1.0 for p in path + list(model.head.parameters()))
-    assert scale_of[id(model.net.backbone.patch_embed.time_embed)] < 1.0
+    assert {scale_of[id(p)] for p in path} == {0.5 ** (depth + 1)}
+    assert all(scale_of[id(p)] == 1.0 for p in model.head.parameters())
     _set_encoder_trainable(model, {name: True for name, _ in model.named_parameters()}, encoder_on=False)
-    assert all(p.requires_grad for p in path) and not model.net.backbone.patch_embed.time_embed.requires_grad
+    assert not any(p.requires_grad for p in path) and all(p.requires_grad for p in model.head.parameters())
 
 
 def test_no_weight_decay_on_biases_norms_and_embeddings_of_a_wrapped_encoder():

@@ -120,20 +120,13 @@ class FitResult:
                 f"{self.best_score:.4f}); stopped: {self.stop_reason}")
 
 
-def head_parameters(model: nn.Module) -> list[Tensor]:
-    """The parameters trained at the full rate and during the head warm-up: the model's
-    `head_parameters()` where it has one (a head in several modules), else its `head`'s."""
-    own = getattr(model, "head_parameters", None)
-    return list(own()) if own is not None else list(model.head.parameters())
-
-
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float,
                      pretrained: bool) -> list[dict]:
     """AdamW groups with a per-group `lr_scale`: 1 for the head and for models trained from scratch;
     for a pretrained encoder `layer_decay ** (depth - i)` for its i-th block and `layer_decay **
     (depth + 1)` for everything outside the blocks (embeddings, norms), or `layer_decay` for all of
     an encoder without a block list. Weight decay on the `weight_decayed` parameters only."""
-    head = {id(p) for p in head_parameters(model)}
+    head = {id(p) for p in model.head.parameters()}
     depth, block_of = 0, {}
     if pretrained:
         block_lists = [m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 1
@@ -177,7 +170,7 @@ def _loss(logits: Tensor, targets: Tensor, pos_weight: Tensor | None, class_weig
 
 
 def _set_encoder_trainable(model: nn.Module, trainable: dict[str, bool], encoder_on: bool) -> None:
-    head = {id(p) for p in head_parameters(model)}
+    head = {id(p) for p in model.head.parameters()}
     for name, p in model.named_parameters():
         p.requires_grad_(trainable[name] and (encoder_on or id(p) in head))
 
