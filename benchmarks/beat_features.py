@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import f1_score
 
 from anyecg.data.store import Store
 from anyecg.evaluation.metrics import beat_metrics, to_jsonable
-from anyecg.tasks.beat_task import CLASSES, FEATURE_GROUPS, record_beats, split_rows
+from anyecg.tasks.beat_task import CLASSES, FEATURE_GROUPS, frequent_classes_f1, record_beats, split_rows
 
 GRID = [(class_weight, rate) for class_weight in (None, "balanced") for rate in (0.03, 0.1, 0.3)]
 FEATURE_SETS = {"rr": ("rr",), "template": ("template",), "rr+template": ("rr", "template")}
@@ -44,9 +43,8 @@ def split_features(store: Store, rows: list[int]) -> tuple[dict[str, np.ndarray]
     return groups, np.array([beat.label for beat in beats])
 
 
-def validation_f1(truth: np.ndarray, predicted: np.ndarray, min_beats: int = 20) -> float:
-    scored = [c for c in CLASSES if (truth == c).sum() >= min_beats]
-    return float(f1_score(truth, predicted, labels=scored, average="macro"))
+def class_index(labels: np.ndarray) -> np.ndarray:
+    return np.array([CLASSES.index(label) for label in labels])
 
 
 def main() -> None:
@@ -68,7 +66,8 @@ def main() -> None:
         for class_weight, rate in GRID:
             model = HistGradientBoostingClassifier(learning_rate=rate, max_iter=300, class_weight=class_weight,
                                                    random_state=0).fit(x["train"], y["train"])
-            scored.append((validation_f1(y["val"], model.predict(x["val"])), class_weight, rate, model))
+            val_f1 = frequent_classes_f1(class_index(y["val"]), class_index(model.predict(x["val"])))
+            scored.append((val_f1, class_weight, rate, model))
         val_f1, class_weight, rate, model = max(scored, key=lambda item: item[0])
         predicted = model.predict(x["test"])
         metrics = beat_metrics(y["test"].tolist(), predicted.tolist(), CLASSES)

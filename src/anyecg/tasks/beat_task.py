@@ -319,14 +319,19 @@ def _build(config: BeatConfig) -> tuple[WithRRFeatures, str, SignalContract | No
 # ---------------------------------------------------------------------------------------- finetune / evaluate
 
 
-def validation_f1(model: WithRRFeatures | SeedEnsemble, dataset: BeatWindows, min_beats: int = 20) -> float:
-    """Macro F1 over the classes with at least `min_beats` beats in `dataset` (all present ones if
-    none has): a class with a handful of validation beats (F usually) would make the choice noise."""
-    truth = np.array([CLASSES.index(b.label) for b in dataset.beats])
+def frequent_classes_f1(truth: np.ndarray, predicted: np.ndarray, min_beats: int = 20) -> float:
+    """Macro F1 of class indices over the classes with at least `min_beats` beats in `truth` (all
+    present ones if none has): a class with a handful of validation beats (F usually) would make the
+    choice noise."""
     counts = np.bincount(truth, minlength=len(CLASSES))
     scored = np.flatnonzero(counts >= min_beats) if (counts >= min_beats).any() else np.flatnonzero(counts)
-    predicted = predict_beats(model, dataset).argmax(1)
     return float(f1_score(truth, predicted, labels=scored, average="macro"))
+
+
+def validation_f1(model: WithRRFeatures | SeedEnsemble, dataset: BeatWindows, min_beats: int = 20) -> float:
+    """`frequent_classes_f1` of the model's predictions on the beats of `dataset`."""
+    truth = np.array([CLASSES.index(b.label) for b in dataset.beats])
+    return frequent_classes_f1(truth, predict_beats(model, dataset).argmax(1), min_beats)
 
 
 def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dict:
@@ -341,13 +346,13 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
     rows = split_rows(store, config.val_fraction)
     record_ids = {split: [store.record_id(row) for row in split_of] for split, split_of in rows.items()}
     val_beats, _ = split_beats(store, "val", config.window_s, config.max_beats_per_record, 0, config.val_fraction)
+    features = feature_groups(config.rr_features, config.template_features)
     per_seed, fits = [], []
     for seed in range(config.seeds):
         beats, excluded_q = split_beats(store, "train", config.window_s, config.max_beats_per_record, seed, config.val_fraction)
         labels = [b.label for b in beats]
         weights = class_weights(labels, config.class_weight_power)
         model, form, contract, spec = _build(config)
-        features = feature_groups(config.rr_features, config.template_features)
         dataset = BeatWindows(store, beats, form=form, contract=contract, features=features)
         val_dataset = BeatWindows(store, val_beats, form=form, contract=contract, features=features)
         fit_config = FitConfig(max_epochs=config.max_epochs, patience=config.patience, budget_minutes=config.budget_minutes,
@@ -355,7 +360,8 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
                                balanced=False, epoch_items=config.epoch_beats, ema_epochs=config.ema_epochs)
         model_config = {
             "family": "finetuned", "task": TASK, "classes": CLASSES, "model": spec, "window_s": config.window_s,
-            "rr_features": config.rr_features, "features": list(features), "class_weights": weights.tolist(), "finetune": asdict(config),
+            "rr_features": config.rr_features, "features": list(features), "class_weights": weights.tolist(),
+            "finetune": asdict(config),
             "train_beats": {c: labels.count(c) for c in CLASSES}, "train_excluded_q": excluded_q,
             "val_records": record_ids["val"],
         }
@@ -379,7 +385,8 @@ def finetune_beats(data: str | Path, out: str | Path, config: BeatConfig) -> dic
         "task": TASK, "classes": CLASSES, "seeds": config.seeds, "excluded": "Q beats (paced, fusion of paced, unclassifiable)",
         "class_imbalance": f"weighted cross-entropy, (n / (K * n_k)) ** {config.class_weight_power:g}",
         "rr_features": RR_FEATURES if config.rr_features else None,
-        "template_features": TEMPLATE_FEATURES if config.template_features else None, "max_beats_per_record": config.max_beats_per_record,
+        "template_features": TEMPLATE_FEATURES if config.template_features else None,
+        "max_beats_per_record": config.max_beats_per_record,
         "model_selection": "epoch with the best macro F1 (classes with >= 20 beats) on the validation records "
                            "(held-out DS1 patients); test (DS2) scored once, by that model",
         "train_records": record_ids["train"], "val_records": record_ids["val"], "test_records": record_ids["test"],

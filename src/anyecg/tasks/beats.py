@@ -112,8 +112,8 @@ def template_features(signal: np.ndarray, peaks: np.ndarray, fs: float) -> np.nd
     median over all the record's beats is its dominant morphology: a ventricular beat is far from it
     and a bundle-branch-block beat, wide as it is, matches its own record's -- what a network trained
     on other patients cannot tell from the beat alone (the patient-relative idea of the RR features).
-    Each segment's mean is removed per lead (`beat_segments`), so baseline offsets do not count. Fewer than two beats
-    give zeros (no dominant beat known).
+    Each segment's mean is removed per lead (`beat_segments`), so baseline offsets do not count.
+    Fewer than two beats give zeros (no dominant beat known).
     """
     n = len(peaks)
     if n < 2:

@@ -16,9 +16,10 @@
               model) on one split -> metrics.json, predictions.csv, ROC/PR and confusion-matrix plots.
 
 With `rr_features` (default on) every record's RR-interval and beat-shape features
-(`anyecg.tasks.record_rr`: R peaks found once per record, cached in `out/rr_features.npz`) are joined to the network's
-features of each of its windows before a two-layer head; they are standardized with the training
-records' statistics, which the model folder keeps.
+(`anyecg.tasks.record_rr`: R peaks found once per record, cached in `out/rr_features.npz`) are
+joined to the network's features of each of its windows before a two-layer head, and reach the
+logits by a linear path beside it; they are standardized with the training records' statistics,
+which the model folder keeps.
 
 A fine-tuned model folder is `model.safetensors` + `config.json` (task, classes, multi-label
 thresholds, lead mapping, RR-feature standardization, and how to rebuild the network: AnyECG
