@@ -13,7 +13,7 @@ from anyecg.data.store import Store
 from anyecg.evaluation.tokenizer_health import (
     copy_code_guesses,
     mean_pairwise_cosine,
-    reconstruction_baselines,
+    patch_baselines,
     shifted_patches,
     tokenizer_health,
 )
@@ -62,18 +62,33 @@ def test_mean_pairwise_cosine_matches_sklearn():
     assert mean_pairwise_cosine(torch.ones(5, 3) * torch.arange(1, 6)[:, None]) == pytest.approx(1.0)
 
 
-def test_reconstruction_baselines_by_hand():
+def test_patch_baselines_by_hand():
     rng = np.random.default_rng(0)
     prototypes = rng.normal(size=(4, 6))
     train = np.repeat(prototypes, 10, axis=0)  # 4 distinct patches
     held_out = prototypes[[0, 1, 1, 3]] + 0.0
-    figures = reconstruction_baselines(train, held_out, n_codes=4, n_components=6)
+    figures = patch_baselines(train, held_out, n_codes=4, n_components=6)
     assert figures["zero_mse"] == pytest.approx((held_out**2).mean())
     assert figures["mean_patch_mse"] == pytest.approx(((held_out - prototypes.mean(0)) ** 2).mean())
     assert figures["kmeans_mse"] == pytest.approx(0.0, abs=1e-12)  # 4 codes hold the 4 patches exactly
     assert figures["pca_mse"] == pytest.approx(0.0, abs=1e-12)  # full rank
-    fewer = reconstruction_baselines(train, held_out, n_codes=2, n_components=1)
+    fewer = patch_baselines(train, held_out, n_codes=2, n_components=1)
     assert fewer["kmeans_mse"] > 0.0 and fewer["pca_mse"] > 0.0
+
+
+def test_shift_references_by_hand():
+    # impulses of height 1..4 at sample 0, "shifted" to sample 4: raw k-means sends every moved
+    # impulse to the smallest prototype (|a e4 - b e0|^2 = a^2 + b^2), spectral k-means (flat |FFT| = a)
+    # keeps each one's code
+    prototypes = np.zeros((4, 8))
+    prototypes[:, 0] = [1.0, 2.0, 3.0, 4.0]
+    moved = np.roll(prototypes, 4, axis=1)
+    figures = patch_baselines(np.repeat(prototypes, 10, axis=0), prototypes, n_codes=4, n_components=2,
+                              shift_pairs=(prototypes, moved))
+    assert figures["kmeans_codes_unchanged_by_0.1s_shift"] == pytest.approx(0.25)
+    assert figures["spectral_kmeans_codes_unchanged_by_0.1s_shift"] == pytest.approx(1.0)
+    assert figures["shifted_patch_mse"] == pytest.approx(np.mean([2 * a**2 / 8 for a in (1, 2, 3, 4)]))
+    assert "shifted_patch_mse" not in patch_baselines(prototypes, prototypes, n_codes=4, n_components=2)
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +112,6 @@ def test_tokenizer_health_of_the_shipped_model(small_store):
     assert 0 < health["masked_tokens_scored"] < health["held_out_tokens"]
     # the baselines are fitted on other records than they are scored on: none is perfect
     assert 0 < health["kmeans_mse"] < health["zero_mse"] and 0 < health["pca_mse"] < health["zero_mse"]
+    # a 0.1 s shift changes real patches a lot; k-means on their spectral magnitudes keeps more codes
+    assert health["shifted_patch_mse"] > health["kmeans_mse"]
+    assert health["kmeans_codes_unchanged_by_0.1s_shift"] < health["spectral_kmeans_codes_unchanged_by_0.1s_shift"]

@@ -11,7 +11,11 @@ the train split:
   PCA with `code_dim` components and k-means with the same number of codes, all fitted on train
   patches: a tokenizer should beat k-means, which has exactly its discrete budget;
 - code stability: the share of patches whose code stays the same when the recording is shifted by
-  0.1 s (a rhythm code should not be a beat-position code);
+  0.1 s (a rhythm code should not be a beat-position code), against the same share for k-means with
+  the same K on the raw patches and on their spectral magnitudes (|rFFT|, blind to where a beat sits);
+  beside it the mean squared difference between a patch and its shifted copy: a code unchanged by the
+  shift makes the decoder give both the same patch, so its MSE over the pair is at least a quarter of
+  that difference, which is how far shift stability and sample reconstruction pull apart;
 - masked-code accuracy of the backbone against three trivial guesses on the same masked tokens: the
   most frequent train code, the code of the same second in another unmasked lead, and the code of
   the neighbouring unmasked second of the same lead (each falls back to the most frequent code when
@@ -87,23 +91,45 @@ def mean_pairwise_cosine(vectors: Tensor) -> float:
     return float((total @ total - (unit * unit).sum()) / (n * (n - 1)))
 
 
-def reconstruction_baselines(train: np.ndarray, held_out: np.ndarray, n_codes: int, n_components: int,
-                             seed: int = 0) -> dict[str, float]:
-    """Held-out patch MSE [n, S] of trivial and classical predictors fitted on train patches [m, S]."""
+def fit_kmeans(train: np.ndarray, n_codes: int, seed: int):
     from sklearn.cluster import MiniBatchKMeans
+
+    return MiniBatchKMeans(n_clusters=min(n_codes, len(train)), random_state=seed, n_init=1, batch_size=4096,
+                           max_iter=50).fit(train)
+
+
+def spectral_magnitudes(patches: np.ndarray) -> np.ndarray:
+    """|rFFT| of each patch [n, S] -> [n, S // 2 + 1]: the same for a patch and its circular shifts."""
+    return np.abs(np.fft.rfft(patches, axis=-1))
+
+
+def patch_baselines(train: np.ndarray, held_out: np.ndarray, n_codes: int, n_components: int, seed: int = 0,
+                    shift_pairs: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """Held-out patch MSE [n, S] of trivial and classical predictors fitted on train patches [m, S];
+    with `shift_pairs` (held-out patches [k, S] and the same patches 0.1 s later [k, S]), the shift
+    references of the module docstring."""
     from sklearn.decomposition import PCA
 
-    kmeans = MiniBatchKMeans(n_clusters=min(n_codes, len(train)), random_state=seed, n_init=1, batch_size=4096,
-                             max_iter=50).fit(train)
+    kmeans = fit_kmeans(train, n_codes, seed)
     nearest = kmeans.cluster_centers_[kmeans.predict(held_out)]
     pca = PCA(n_components=min(n_components, train.shape[1]), random_state=seed).fit(train)
     projected = pca.inverse_transform(pca.transform(held_out))
-    return {
+    figures = {
         "zero_mse": float((held_out**2).mean()),
         "mean_patch_mse": float(((held_out - train.mean(axis=0)) ** 2).mean()),
         "kmeans_mse": float(((held_out - nearest) ** 2).mean()),
         "pca_mse": float(((held_out - projected) ** 2).mean()),
     }
+    if shift_pairs is not None:
+        original, moved = shift_pairs
+        spectral = fit_kmeans(spectral_magnitudes(train), n_codes, seed)
+        figures.update({
+            "shifted_patch_mse": float(((original - moved) ** 2).mean()),
+            "kmeans_codes_unchanged_by_0.1s_shift": float((kmeans.predict(original) == kmeans.predict(moved)).mean()),
+            "spectral_kmeans_codes_unchanged_by_0.1s_shift": float(
+                (spectral.predict(spectral_magnitudes(original)) == spectral.predict(spectral_magnitudes(moved))).mean()),
+        })
+    return figures
 
 
 @torch.no_grad()
@@ -149,7 +175,7 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
     most_frequent = int(train_counts.argmax())
 
     counts = np.zeros(K, dtype=np.int64)
-    held_patches, encoder_out = [], []
+    held_patches, encoder_out, shift_pairs = [], [], []
     sq_error = 0.0
     stable = shifted = 0
     scored = 0
@@ -172,6 +198,7 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
             both = ~moved_pad
             stable += int((moved_codes == codes[..., :-1])[both].sum())
             shifted += int(both.sum())
+            shift_pairs.append((patches[..., :-1, :][both].cpu().numpy(), moved[both].cpu().numpy()))  # [n, S] each
 
         if backbone is not None:
             mask = random_token_mask(pad, backbone.config.mask_ratio, generator)  # [B, L, P]
@@ -198,7 +225,8 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
         "code_perplexity_fraction": code_perplexity(counts) / K,
         "encoder_mean_cosine": mean_pairwise_cosine(encoder_out),
         "patch_mse": sq_error / max(n_tokens * S, 1),
-        **(baselines or reconstruction_baselines(train_patches, held_patches, K, tokenizer.config.code_dim, seed)),
+        **(baselines or patch_baselines(train_patches, held_patches, K, tokenizer.config.code_dim, seed,
+                                        tuple(np.concatenate(side) for side in zip(*shift_pairs)) if shift_pairs else None)),
         "codes_unchanged_by_0.1s_shift": stable / max(shifted, 1),
     }
     if backbone is not None:

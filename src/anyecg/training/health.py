@@ -35,7 +35,8 @@ from anyecg.signal.recipe import Recipe
 
 HEALTH_LOG = "health.jsonl"
 HEALTH_PLOT = "health.png"
-BASELINE_KEYS = ("zero_mse", "mean_patch_mse", "kmeans_mse", "pca_mse")
+BASELINE_KEYS = ("zero_mse", "mean_patch_mse", "kmeans_mse", "pca_mse", "shifted_patch_mse",
+                 "kmeans_codes_unchanged_by_0.1s_shift", "spectral_kmeans_codes_unchanged_by_0.1s_shift")
 
 
 class HealthMonitor:
@@ -103,7 +104,7 @@ class HealthMonitor:
                 health = tokenizer_health(view, self.store, seed=self.seed, max_records=self.max_records,
                                           baselines=self.baselines)
                 if self.baselines is None:
-                    self.baselines = {key: health[key] for key in BASELINE_KEYS}
+                    self.baselines = {key: health[key] for key in BASELINE_KEYS if key in health}
                 if self.probe is not None:
                     probe_store, targets, splits, patients = self.probe
                     features = store_embeddings(view, probe_store)
@@ -129,7 +130,9 @@ def plot_health(history: list[dict], path: str | Path) -> None:
     # (title, lines, y limits): shares and cosines on their full range, so "near 0" reads as such
     panels = [
         ("codebook (held out)", [("usage", "code_usage"), ("perplexity / K", "code_perplexity_fraction"),
-                                 ("codes unchanged by 0.1 s shift", "codes_unchanged_by_0.1s_shift")], (0, 1.05)),
+                                 ("codes unchanged by 0.1 s shift", "codes_unchanged_by_0.1s_shift"),
+                                 ("the same, k-means on |FFT|", "spectral_kmeans_codes_unchanged_by_0.1s_shift")],
+         (0, 1.05)),
         ("encoder collapse", [("mean cosine of encoder outputs", "encoder_mean_cosine")], (-0.05, 1.05)),
         ("patch reconstruction MSE", [("tokenizer", "patch_mse"), ("k-means, same K", "kmeans_mse"),
                                       ("mean patch", "mean_patch_mse")], None),
