@@ -4,7 +4,6 @@ no effect on the trained weights, and a history that stays consistent across a r
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file

@@ -20,10 +20,10 @@ from anyecg.models.baselines.common import (
     BaselineClassifier,
     BaselineConfig,
     ConvResBlock1d,
-    checked_input,
     sinusoidal_positions,
     transformer_encoder,
 )
+from anyecg.models.contract import checked_input
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyecg.models.contract import SignalContract, checked_input  # noqa: F401  (used by every baseline)
+from anyecg.models.contract import SignalContract
 from anyecg.signal.leads import STANDARD_12
 
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyecg.models.baselines.common import BaselineClassifier, BaselineConfig, checked_input
+from anyecg.models.baselines.common import BaselineClassifier, BaselineConfig
+from anyecg.models.contract import checked_input
 
 
 @dataclass

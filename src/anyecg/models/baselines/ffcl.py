@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyecg.models.baselines.common import BaselineClassifier, BaselineConfig, ConvResBlock1d, checked_input
+from anyecg.models.baselines.common import BaselineClassifier, BaselineConfig, ConvResBlock1d
+from anyecg.models.contract import checked_input
 
 
 @dataclass

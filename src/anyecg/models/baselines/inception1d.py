@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyecg.models.baselines.common import BaselineClassifier, BaselineConfig, checked_input, concat_pool
+from anyecg.models.baselines.common import BaselineClassifier, BaselineConfig, concat_pool
+from anyecg.models.contract import checked_input
 
 
 @dataclass

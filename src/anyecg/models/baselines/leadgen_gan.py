@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anyecg.models.baselines.common import LeadGenConfig, checked_input
+from anyecg.models.baselines.common import LeadGenConfig
+from anyecg.models.contract import checked_input
 
 LOSSES = ("cgan", "wgan_gp")
 

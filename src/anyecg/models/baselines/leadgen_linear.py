@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from anyecg.models.baselines.common import LeadGenConfig, checked_input
+from anyecg.models.baselines.common import LeadGenConfig
+from anyecg.models.contract import checked_input
 
 
 def fit_least_squares(x_present: np.ndarray, y_target: np.ndarray, bias: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from anyecg.models.baselines.common import (
     BaselineClassifier,
     BaselineConfig,
-    checked_input,
     sinusoidal_positions,
     transformer_encoder,
 )
+from anyecg.models.contract import checked_input
 
 
 @dataclass

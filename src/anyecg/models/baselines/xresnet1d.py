@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from anyecg.models.baselines.common import BaselineClassifier, BaselineConfig, checked_input, concat_pool
+from anyecg.models.baselines.common import BaselineClassifier, BaselineConfig, concat_pool
+from anyecg.models.contract import checked_input
 
 
 @dataclass
