@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import wfdb
 
 from anyecg.data.dataset import StoreWindows
@@ -121,6 +122,35 @@ def test_windows_carry_each_record_demographics(store):
         assert np.isnan(age) if pd.isna(row["age"]) else age == row["age"]
         assert sex == {"M": 0, "F": 1}.get(row["sex"], -1)
     assert {sex for _, sex in by_record.values()} >= {0, -1}  # known and unknown sexes both covered
+
+
+def test_lead_subsets_keep_a_proper_subset_of_the_same_crop(store):
+    full = StoreWindows(store, seed=3, max_window_s=10)
+    cut = StoreWindows(store, seed=3, max_window_s=10, lead_subset_prob=1.0)
+    sizes = []
+    for epoch in range(4):
+        full.set_epoch(epoch)
+        cut.set_epoch(epoch)
+        for i in range(len(full)):
+            whole, part = full[i], cut[i]
+            assert part["start"] == whole["start"]  # the subset draw leaves the crop alone
+            ids = whole["lead_ids"].tolist()
+            if len(ids) == 1:
+                assert torch.equal(part["patches"], whole["patches"])
+                continue
+            kept = [ids.index(lead) for lead in part["lead_ids"].tolist()]
+            assert 1 <= len(kept) < len(ids) and kept == sorted(set(kept))
+            assert torch.equal(part["patches"], whole["patches"][kept])
+            assert torch.equal(cut[i]["lead_ids"], part["lead_ids"])  # a function of (seed, epoch, index)
+            sizes.append(len(kept))
+    assert 1 in sizes and max(sizes) > 1
+    never = StoreWindows(store, seed=3, max_window_s=10, lead_subset_prob=0.0)
+    never.set_epoch(3)
+    assert all(torch.equal(never[i]["patches"], full[i]["patches"]) for i in range(len(full)))
+    with pytest.raises(ValueError, match="lead_subset_prob"):
+        StoreWindows(store, lead_subset_prob=1.5)
+    with pytest.raises(ValueError, match="random_crop"):
+        StoreWindows(store, random_crop=False, lead_subset_prob=0.5)
 
 
 def test_labels_csv_and_given_splits(corpus, tmp_path):

@@ -90,3 +90,13 @@ def test_bad_input_is_refused_with_values(checkpoints):
     bad[0, 5] = np.nan
     with pytest.raises(ValueError, match="1 NaN"):
         model.embed(bad, 300, ["II"])
+
+
+def test_stage_two_with_lead_subsets_trains_on_other_inputs(checkpoints, small_store, tmp_path):
+    config = TrainConfig(max_steps=2, batch_size=4, warmup_steps=1, save_every=2, log_every=1)
+    whole = pretrain_backbone(small_store, checkpoints / "tok", "anyecg-tiny", tmp_path / "whole", config)
+    subsets = pretrain_backbone(small_store, checkpoints / "tok", "anyecg-tiny", tmp_path / "subsets", config,
+                                lead_subset_prob=1.0)
+    assert np.isfinite(subsets["loss"])
+    # the same seed, weights and crops: only the leads each window keeps differ
+    assert subsets["loss"] != whole["loss"]

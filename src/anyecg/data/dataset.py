@@ -33,6 +33,9 @@ class StoreWindows(Dataset):
 
     `random_crop=True` (training): one window per record, a fresh random start each time it is read.
     `random_crop=False` (evaluation): every record tiled into consecutive windows, the last one shorter.
+    `lead_subset_prob` (training): the chance that a multi-lead window keeps only a random proper
+    subset of its leads, k of L with P(k) proportional to 1/k, so that a corpus of 12-lead records
+    also teaches the few-lead and single-lead inputs that rhythm recordings bring.
     """
 
     def __init__(
@@ -45,8 +48,14 @@ class StoreWindows(Dataset):
         random_crop: bool = True,
         seed: int = 0,
         rows: np.ndarray | None = None,
+        lead_subset_prob: float = 0.0,
     ):
+        if not 0 <= lead_subset_prob <= 1:
+            raise ValueError(f"lead_subset_prob must lie in [0, 1], got {lead_subset_prob}")
+        if lead_subset_prob and not random_crop:
+            raise ValueError("lead subsets are a training augmentation: they need random_crop=True")
         self.store = store
+        self.lead_subset_prob = lead_subset_prob
         self.token_budget = token_budget
         self.patch_size = store.recipe.patch_size
         rows = np.arange(len(store.manifest)) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -95,15 +104,30 @@ class StoreWindows(Dataset):
         start = int(rng.integers(n_starts)) * self.patch_size
         return WindowRef(record, start, min(start + size, length))
 
+    def lead_subset(self, index: int, n_leads: int) -> np.ndarray | None:
+        """Sorted indices of the leads item `index` keeps this epoch, or None for all of them."""
+        if self.lead_subset_prob == 0 or n_leads < 2:
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])  # a stream apart from the crop's
+        if rng.random() >= self.lead_subset_prob:
+            return None
+        sizes = np.arange(1, n_leads)
+        k = int(rng.choice(sizes, p=(1 / sizes) / (1 / sizes).sum()))
+        return np.sort(rng.choice(n_leads, k, replace=False))
+
     def __getitem__(self, index: int) -> dict:
         ref = self.window(index)
         signal = self.store.signal(ref.record, start=ref.start, stop=ref.stop)  # [L, T]
+        ids = lead_ids(self.store.leads(ref.record))  # [L]
+        keep = self.lead_subset(index, len(ids))
+        if keep is not None:
+            signal, ids = signal[keep], ids[keep]  # [k, T], [k]
         patches, is_padded = patchify(signal, self.patch_size)  # [L, P, S], [L, P]
         age = self.store.age(ref.record)
         return {
             "patches": torch.from_numpy(patches),
             "padded_tail": torch.from_numpy(is_padded),
-            "lead_ids": torch.from_numpy(lead_ids(self.store.leads(ref.record))),
+            "lead_ids": torch.from_numpy(ids),
             "age": math.nan if age is None else age,
             "sex": SEX_CODE.get(self.store.sex(ref.record), -1),
             "record": ref.record,

@@ -90,8 +90,10 @@ def _health_monitor(store: Store, out: str | Path, config: TrainConfig, every: i
                          seed=config.seed)
 
 
-def _windows(store: Store, split: str | None, seed: int, window_s: int | None) -> StoreWindows:
-    windows = StoreWindows(store, split, random_crop=True, seed=seed, max_window_s=window_s)
+def _windows(store: Store, split: str | None, seed: int, window_s: int | None,
+             lead_subset_prob: float = 0.0) -> StoreWindows:
+    windows = StoreWindows(store, split, random_crop=True, seed=seed, max_window_s=window_s,
+                           lead_subset_prob=lead_subset_prob)
     if len(windows) == 0:
         raise ValueError(f"{store.root}: no records in split {split!r} to train on")
     return windows
@@ -124,10 +126,11 @@ def pretrain_tokenizer(
 def pretrain_backbone(
     data: str | Path, tokenizer_dir: str | Path, preset: str, out: str | Path, config: TrainConfig,
     *, split: str | None = "train", window_s: int | None = None, health_every: int = 0, health_records: int = 200,
-    health_probe: str | Path | None = None, health_data: str | Path | None = None, **overrides,
+    health_probe: str | Path | None = None, health_data: str | Path | None = None, lead_subset_prob: float = 0.0,
+    **overrides,
 ) -> dict[str, float]:
     """Stage 2 with the frozen tokenizer of `tokenizer_dir` (a stage-1 run folder or its `final`);
-    health figures as in `pretrain_tokenizer`."""
+    health figures as in `pretrain_tokenizer`; `lead_subset_prob` as in `StoreWindows`."""
     store = Store(data)
     tokenizer_dir = _final(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -138,7 +141,7 @@ def pretrain_backbone(
     torch.manual_seed(config.seed)  # initial weights from the run's seed, not from whatever ran before
     model = MaskedCodeModel(tokenizer, Backbone(bb_config))
     return train(
-        model, _windows(store, split, config.seed, window_s), collate_windows, config, out,
+        model, _windows(store, split, config.seed, window_s, lead_subset_prob), collate_windows, config, out,
         model_config=model_config("pretrain", preset, tokenizer.config, bb_config, window_s),
         recipe_json=store.recipe.to_json(),
         after_step=_health_monitor(store, out, config, health_every, health_records, health_probe, health_data,
