@@ -176,6 +176,7 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
     most_frequent = int(train_counts.argmax())
 
     counts = np.zeros(K, dtype=np.int64)
+    fit_baselines = not baselines  # the held-out patches are kept only to fit them
     held_patches, encoder_out, shift_pairs = [], [], []
     sq_error = 0.0
     stable = shifted = 0
@@ -190,7 +191,8 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
         codes = out.indices  # [B, L, P]
         counts += np.bincount(codes[valid].cpu().numpy(), minlength=K)
         sq_error += float(((out.reconstruction - patches) ** 2)[valid].sum())
-        held_patches.append(patches[valid].cpu().numpy())
+        if fit_baselines:
+            held_patches.append(patches[valid].cpu().numpy())
         encoder_out.append(out.encoded[valid.flatten(1)])  # [n, d_c]
 
         if patches.shape[2] > 1:
@@ -199,7 +201,8 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
             both = ~moved_pad
             stable += int((moved_codes == codes[..., :-1])[both].sum())
             shifted += int(both.sum())
-            shift_pairs.append((patches[..., :-1, :][both].cpu().numpy(), moved[both].cpu().numpy()))
+            if fit_baselines:
+                shift_pairs.append((patches[..., :-1, :][both].cpu().numpy(), moved[both].cpu().numpy()))
 
         if backbone is not None:
             mask = random_token_mask(pad, backbone.config.mask_ratio, generator)  # [B, L, P]
@@ -217,9 +220,11 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
     encoder_out = torch.cat(encoder_out).cpu()
     if len(encoder_out) > max_cosine_tokens:
         encoder_out = encoder_out[torch.from_numpy(rng.choice(len(encoder_out), max_cosine_tokens, replace=False))]
-    held_patches = np.concatenate(held_patches)
-    # (patches, the same patches 0.1 s later), each [n, S]; none when every window is one second long
-    shift_pairs = tuple(np.concatenate(side) for side in zip(*shift_pairs)) if shift_pairs else None
+    if fit_baselines:
+        # (patches, the same patches 0.1 s later), each [n, S]; none when every window is one second long
+        shift_pairs = tuple(np.concatenate(side) for side in zip(*shift_pairs)) if shift_pairs else None
+        baselines = patch_baselines(train_patches, np.concatenate(held_patches), K, tokenizer.config.code_dim, seed,
+                                    shift_pairs)
     health = {
         "held_out_tokens": n_tokens,
         "codes": K,
@@ -228,7 +233,7 @@ def tokenizer_health(model: AnyECG, store: Store, *, seed: int = 0, max_train_pa
         "code_perplexity_fraction": code_perplexity(counts) / K,
         "encoder_mean_cosine": mean_pairwise_cosine(encoder_out),
         "patch_mse": sq_error / max(n_tokens * S, 1),
-        **(baselines or patch_baselines(train_patches, held_patches, K, tokenizer.config.code_dim, seed, shift_pairs)),
+        **baselines,
         "codes_unchanged_by_0.1s_shift": stable / max(shifted, 1),
     }
     if backbone is not None:
